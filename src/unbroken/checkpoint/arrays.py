@@ -1,0 +1,73 @@
+"""Bytes of tensors and arrays, and tensors and arrays from bytes, for torch and numpy alike.
+
+torch is imported only when a torch tensor is actually seen, so numpy-only users never pay for it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, TensorFileError
+
+_NUMPY_TO_ST = {
+    "float64": "F64", "float32": "F32", "float16": "F16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
+    "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL",
+}
+_ST_TO_NUMPY = {v: k for k, v in _NUMPY_TO_ST.items()}
+_TORCH_NAMES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
+    "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL",
+}
+
+
+def describe(value: Any, key: str) -> tuple[str, tuple[int, ...]]:
+    """Return the safetensors ``(dtype, shape)`` of a tensor or array, or raise ConfigError."""
+    if isinstance(value, np.ndarray):
+        dtype = _NUMPY_TO_ST.get(value.dtype.name)
+    else:
+        if value.is_sparse or value.layout.__repr__() != "torch.strided":
+            raise ConfigError(f"cannot save tensor {key!r}: only dense (strided) tensors are supported")
+        dtype = _TORCH_NAMES.get(str(value.dtype).removeprefix("torch."))
+    if dtype is None:
+        raise ConfigError(f"cannot save tensor {key!r}: dtype {value.dtype} has no safetensors equivalent")
+    return dtype, tuple(int(d) for d in value.shape)
+
+
+def host_bytes(value: Any) -> memoryview:
+    """A C-contiguous byte view of a tensor's data on the host (copies only if it must)."""
+    if isinstance(value, np.ndarray):
+        # safetensors is little-endian: byte-swap big-endian arrays instead of writing them raw.
+        array = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+        return memoryview(array.reshape(-1).view(np.uint8))
+    torch = sys.modules["torch"]
+    tensor = value.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    tensor = tensor.contiguous().reshape(-1)
+    return memoryview(tensor.view(torch.uint8).numpy())
+
+
+def from_bytes(buffer: Any, dtype: str, shape: tuple[int, ...], kind: str) -> Any:
+    """Build an array (``kind="numpy"``) or tensor (``"torch"``) viewing ``buffer`` without a copy."""
+    if kind == "torch":
+        import torch  # noqa: PLC0415 - torch only when the checkpoint holds torch tensors
+        raw = torch.frombuffer(buffer, dtype=torch.uint8) if len(buffer) else torch.empty(0, dtype=torch.uint8)
+        torch_dtype = getattr(torch, _torch_name(dtype))
+        return raw.view(torch_dtype).reshape(shape)
+    numpy_name = _ST_TO_NUMPY.get(dtype)
+    if numpy_name is None:
+        raise TensorFileError(f"dtype {dtype} cannot be loaded as a numpy array; load it with torch")
+    return np.frombuffer(buffer, dtype=np.dtype(numpy_name)).reshape(shape)
+
+
+def _torch_name(dtype: str) -> str:
+    for name, st in _TORCH_NAMES.items():
+        if st == dtype:
+            return name
+    raise TensorFileError(f"unknown dtype {dtype}")

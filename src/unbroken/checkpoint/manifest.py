@@ -1,0 +1,184 @@
+"""MANIFEST.json: what a checkpoint is, written last, read first.
+
+A manifest lists every file of its checkpoint with size and CRC32C, names the checkpoint
+(uuid, ``steps_completed``, trial) and carries the user's metadata. It also carries a
+checksum of its own canonical JSON, so a flipped byte anywhere in it is caught. Paths are
+relative POSIX paths that stay inside the checkpoint directory; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import uuid as uuid_mod
+from typing import Any
+
+from ..config import FORMAT_VERSION, MANIFEST_NAME
+from ..errors import CorruptCheckpoint, UnsafePathError
+from . import checksum
+
+FORMAT_NAME = "unbroken-checkpoint"
+_MAX_MANIFEST_BYTES = 64 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """One file of a checkpoint: relative path, size in bytes, CRC32C as 8 hex digits."""
+
+    path: str
+    size: int
+    crc32c: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The self-description of one committed checkpoint."""
+
+    uuid: str
+    steps_completed: int
+    files: tuple[FileEntry, ...]
+    metadata: dict[str, Any]
+    created_at: float
+    trial: dict[str, Any] | None = None
+    needs_pickle: bool = False
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def size(self) -> int:
+        """Total size of the checkpoint's files (the manifest excluded)."""
+        return sum(f.size for f in self.files)
+
+    def to_bytes(self) -> bytes:
+        body = self._body()
+        body["manifest_crc32c"] = _body_crc(body)
+        return json.dumps(body, indent=1, sort_keys=True, allow_nan=False).encode()
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "uuid": self.uuid,
+            "steps_completed": self.steps_completed,
+            "created_at": self.created_at,
+            "trial": self.trial,
+            "needs_pickle": self.needs_pickle,
+            "metadata": self.metadata,
+            "files": [dataclasses.asdict(f) for f in self.files],
+        }
+
+
+def new_uuid() -> str:
+    return str(uuid_mod.uuid4())
+
+
+def build(steps_completed: int, files: list[FileEntry], metadata: dict[str, Any], *,
+          uuid: str | None = None, trial: dict | None = None, needs_pickle: bool = False) -> Manifest:
+    """Make a manifest, checking every argument (raises CorruptCheckpoint/UnsafePathError)."""
+    manifest = Manifest(
+        uuid=uuid or new_uuid(),
+        steps_completed=steps_completed,
+        files=tuple(sorted(files, key=lambda f: f.path)),
+        metadata=metadata,
+        created_at=time.time(),
+        trial=trial,
+        needs_pickle=needs_pickle,
+    )
+    # A round trip through the parser applies exactly the checks readers will apply.
+    parse(manifest.to_bytes())
+    return manifest
+
+
+def parse(data: bytes, *, expected_uuid: str | None = None) -> Manifest:
+    """Parse and validate a manifest. Raises :class:`CorruptCheckpoint` (or UnsafePathError)."""
+    if len(data) > _MAX_MANIFEST_BYTES:
+        raise CorruptCheckpoint(f"manifest is {len(data)} bytes, larger than any valid one")
+    try:
+        body = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptCheckpoint(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise CorruptCheckpoint("manifest is not a JSON object")
+    stored_crc = body.pop("manifest_crc32c", None)
+    if body.get("format") != FORMAT_NAME:
+        raise CorruptCheckpoint(f"manifest format is {body.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = _field(body, "format_version", int)
+    if version > FORMAT_VERSION:
+        raise CorruptCheckpoint(
+            f"checkpoint format version {version} is newer than this unbroken "
+            f"understands ({FORMAT_VERSION}): upgrade unbroken"
+        )
+    if stored_crc != _body_crc(body):
+        raise CorruptCheckpoint("manifest checksum does not match its content")
+    manifest = Manifest(
+        uuid=_field(body, "uuid", str),
+        steps_completed=_field(body, "steps_completed", int),
+        files=tuple(_parse_file(f) for f in _field(body, "files", list)),
+        metadata=_field(body, "metadata", dict),
+        created_at=_finite_float(_field(body, "created_at", (int, float)), "created_at"),
+        trial=body.get("trial") if isinstance(body.get("trial"), dict) else None,
+        needs_pickle=bool(body.get("needs_pickle", False)),
+        format_version=version,
+    )
+    if manifest.steps_completed < 0:
+        raise CorruptCheckpoint("manifest has a negative steps_completed")
+    if len({f.path for f in manifest.files}) != len(manifest.files):
+        raise CorruptCheckpoint("manifest lists a file twice")
+    if expected_uuid is not None and manifest.uuid != expected_uuid:
+        raise CorruptCheckpoint(f"manifest names uuid {manifest.uuid}, but its directory is {expected_uuid}")
+    return manifest
+
+
+def check_relpath(path: Any) -> str:
+    """Return ``path`` if it is a safe relative POSIX path inside a checkpoint, else raise."""
+    if not isinstance(path, str) or not path:
+        raise UnsafePathError(f"manifest path {path!r} is not a non-empty string")
+    parts = path.split("/")
+    if (path.startswith("/") or "\\" in path or "\x00" in path or (len(path) > 1 and path[1] == ":")
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UnsafePathError(
+            f"manifest path {path!r} is absolute or leaves the checkpoint directory; refusing it"
+        )
+    if path == MANIFEST_NAME:
+        raise UnsafePathError(f"manifest lists {MANIFEST_NAME} as a data file")
+    return path
+
+
+def _parse_file(raw: Any) -> FileEntry:
+    if not isinstance(raw, dict):
+        raise CorruptCheckpoint("manifest file entry is not an object")
+    crc = _field(raw, "crc32c", str)
+    if len(crc) != 8 or any(c not in "0123456789abcdef" for c in crc):
+        raise CorruptCheckpoint(f"manifest file entry has an invalid crc32c {crc!r}")
+    size = _field(raw, "size", int)
+    if size < 0:
+        raise CorruptCheckpoint("manifest file entry has a negative size")
+    return FileEntry(path=check_relpath(raw.get("path")), size=size, crc32c=crc)
+
+
+def _field(body: dict, key: str, kind):
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise CorruptCheckpoint(f"manifest field {key!r} is missing or has the wrong type")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CorruptCheckpoint(f"manifest field {key!r} is not finite")
+    return value
+
+
+def _reject_constant(name: str):
+    # json.loads accepts NaN and Infinity, which no valid manifest holds (and which would make
+    # the canonical re-encoding in _body_crc raise ValueError instead of CorruptCheckpoint).
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(value: int | float, key: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise CorruptCheckpoint(f"manifest field {key!r} is out of range") from None
+
+
+def _body_crc(body: dict) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return checksum.to_hex(checksum.update(0, canonical))

@@ -1,0 +1,126 @@
+"""Retention policies: which committed checkpoints to keep.
+
+A policy is a small pure object: given the committed checkpoints (oldest first) it returns the
+uuids it wants kept. Policies combine with ``|``: a checkpoint is kept if any policy keeps it::
+
+    keep = keep_latest(3) | keep_best(2, "val_loss", mode="min") | keep_every(10_000)
+
+The caller (``apply``) never deletes protected checkpoints (the newest good one, the one
+being restored) whatever the policy says.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+from ..errors import ConfigError
+from .manifest import Manifest
+
+
+class RetentionPolicy:
+    """Base class: ``keep(checkpoints)`` returns the set of uuids to keep."""
+
+    def keep(self, checkpoints: Sequence[Manifest]) -> set[str]:
+        raise NotImplementedError
+
+    def __or__(self, other: "RetentionPolicy") -> "RetentionPolicy":
+        if not isinstance(other, RetentionPolicy):
+            return NotImplemented
+        return _Union((self, other))
+
+
+class _Union(RetentionPolicy):
+    def __init__(self, policies: Iterable[RetentionPolicy]):
+        self.policies = tuple(policies)
+
+    def keep(self, checkpoints: Sequence[Manifest]) -> set[str]:
+        kept: set[str] = set()
+        for policy in self.policies:
+            kept |= policy.keep(checkpoints)
+        return kept
+
+    def __repr__(self) -> str:
+        return " | ".join(map(repr, self.policies))
+
+
+class keep_all(RetentionPolicy):
+    """Keep every checkpoint."""
+
+    def keep(self, checkpoints):
+        return {c.uuid for c in checkpoints}
+
+    def __repr__(self):
+        return "keep_all()"
+
+
+class keep_latest(RetentionPolicy):
+    """Keep the ``n`` checkpoints with the most steps completed."""
+
+    def __init__(self, n: int):
+        self.n = _positive(n, "keep_latest(n)")
+
+    def keep(self, checkpoints):
+        ordered = sorted(checkpoints, key=lambda c: (c.steps_completed, c.created_at))
+        return {c.uuid for c in ordered[-self.n:]}
+
+    def __repr__(self):
+        return f"keep_latest({self.n})"
+
+
+class keep_best(RetentionPolicy):
+    """Keep the ``n`` checkpoints with the best value of ``metric`` (``mode`` "min" or "max").
+
+    The value is read from the checkpoint's metadata: ``metadata["metrics"][metric]`` or
+    ``metadata[metric]``. Checkpoints without a finite value are not candidates.
+    """
+
+    def __init__(self, n: int, metric: str, mode: str = "min"):
+        self.n = _positive(n, "keep_best(n)")
+        if mode not in ("min", "max"):
+            raise ConfigError(f"keep_best mode must be 'min' or 'max', not {mode!r}")
+        self.metric, self.mode = metric, mode
+
+    def keep(self, checkpoints):
+        scored = [(v, c) for c in checkpoints if (v := metric_value(c, self.metric)) is not None]
+        scored.sort(key=lambda vc: (vc[0] if self.mode == "min" else -vc[0], -vc[1].steps_completed))
+        return {c.uuid for _, c in scored[: self.n]}
+
+    def __repr__(self):
+        return f"keep_best({self.n}, {self.metric!r}, mode={self.mode!r})"
+
+
+class keep_every(RetentionPolicy):
+    """Keep every checkpoint whose ``steps_completed`` is a multiple of ``k``."""
+
+    def __init__(self, k: int):
+        self.k = _positive(k, "keep_every(k)")
+
+    def keep(self, checkpoints):
+        return {c.uuid for c in checkpoints if c.steps_completed % self.k == 0}
+
+    def __repr__(self):
+        return f"keep_every({self.k})"
+
+
+def metric_value(checkpoint: Manifest, metric: str) -> float | None:
+    """The value of ``metric`` recorded with a checkpoint, or None."""
+    metrics = checkpoint.metadata.get("metrics")
+    value = metrics.get(metric) if isinstance(metrics, dict) else None
+    if value is None:
+        value = checkpoint.metadata.get(metric)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def to_delete(policy: RetentionPolicy, checkpoints: Sequence[Manifest], protected: Iterable[str]) -> list[Manifest]:
+    """The checkpoints the policy lets go, never any of ``protected``; oldest first."""
+    kept = policy.keep(checkpoints) | set(protected)
+    return [c for c in checkpoints if c.uuid not in kept]
+
+
+def _positive(n, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{what} needs a positive integer, not {n!r}")
+    return n

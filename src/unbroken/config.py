@@ -1,0 +1,57 @@
+"""Names and defaults shared by every layer: the home folder, environment variables, exit codes.
+
+The home folder holds everything unbroken writes by default::
+
+    <home>/unbroken.db                                   tracking index (SQLite, WAL)
+    <home>/experiments/<experiment>/trial-<n>/checkpoints/<uuid>/   committed checkpoints
+    <home>/experiments/<experiment>/trial-<n>/logs/attempt-<k>.log  attempt logs (supervisor)
+
+It is ``$UNBROKEN_HOME`` when set, else ``~/.unbroken``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import ConfigError
+
+#: Exit status of a training process that stopped cleanly because a stop was requested
+#: (preemption, time limit): its latest state is committed and it wants to be resumed.
+#: 75 is EX_TEMPFAIL of sysexits.h, "temporary failure; the user is invited to retry".
+EXIT_PREEMPTED = 75
+
+ENV_HOME = "UNBROKEN_HOME"
+ENV_EXPERIMENT = "UNBROKEN_EXPERIMENT"
+ENV_TRIAL = "UNBROKEN_TRIAL"
+ENV_ATTEMPT = "UNBROKEN_ATTEMPT_ID"
+ENV_PREEMPT_SIGNAL = "UNBROKEN_PREEMPT_SIGNAL"
+ENV_DEADLINE = "UNBROKEN_DEADLINE"  # Unix time by which the process must have saved and stopped
+
+DB_FILENAME = "unbroken.db"
+MANIFEST_NAME = "MANIFEST.json"
+FORMAT_VERSION = 1
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """Return the home folder: ``home`` if given, else ``$UNBROKEN_HOME``, else ``~/.unbroken``."""
+    raw = home if home is not None else os.environ.get(ENV_HOME) or Path.home() / ".unbroken"
+    return Path(raw).expanduser().resolve()
+
+
+def check_name(name: str, what: str = "experiment name") -> str:
+    """Return ``name`` if it is usable as a folder name, else raise :class:`ConfigError`."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def trial_dir(home: Path, experiment: str, trial_number: int) -> Path:
+    """The folder of one trial: checkpoints and logs live below it."""
+    return home / "experiments" / check_name(experiment) / f"trial-{int(trial_number)}"

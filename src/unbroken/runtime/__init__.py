@@ -1,0 +1,1 @@
+"""What training code imports: init(), Run and its contexts, save policies."""
