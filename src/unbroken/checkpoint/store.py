@@ -9,6 +9,7 @@ tracking database.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import stat
@@ -101,9 +102,14 @@ class CheckpointStore:
         try:
             data = self.storage.read_bytes(uuid, MANIFEST_NAME)
         except StorageError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
+            if isinstance(exc.__cause__, (FileNotFoundError, NotADirectoryError)):
                 raise CheckpointNotFound(
                     f"no checkpoint {uuid} in {self.storage.location} (list them with `unbroken checkpoints`)"
+                ) from None
+            if exc.errno in (errno.ELOOP, errno.EISDIR):
+                # One such directory must not stop scan()/newest_good() from finding the others.
+                raise CorruptCheckpoint(
+                    f"checkpoint {uuid}: {MANIFEST_NAME} is not a regular file (a symbolic link or a folder)"
                 ) from None
             raise
         try:

@@ -101,7 +101,10 @@ class LocalStorage(Storage):
 
     def read_bytes(self, name: str, relpath: str) -> bytes:
         with self.open(name, relpath) as f:
-            return f.read()
+            try:
+                return f.read()
+            except OSError as exc:
+                raise storage_error("read", self.file_path(name, relpath), exc) from exc
 
     def open(self, name: str, relpath: str) -> BinaryIO:
         path = self.file_path(name, relpath)
@@ -109,7 +112,11 @@ class LocalStorage(Storage):
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError as exc:
             raise storage_error("open", path, exc) from exc
-        return os.fdopen(fd, "rb")
+        try:
+            return os.fdopen(fd, "rb")
+        except OSError as exc:  # EISDIR: the path is a folder
+            os.close(fd)
+            raise storage_error("open", path, exc) from exc
 
     def file_path(self, name: str, relpath: str) -> Path:
         """The path of one file; ``relpath`` must already be validated as relative and inside."""
