@@ -1,9 +1,11 @@
-"""The README demo: a real PyTorch training that is SIGKILLed and SIGTERMed, and still ends exact.
+"""The README demo: a real PyTorch training under `unbroken run`, crashed and preempted, still exact.
 
 1. Trains the example to the end in one go (the reference).
-2. Trains it again under a different name, killing it on the way: SIGKILL (a crash) and
-   SIGTERM (a preemption: it saves at the next step and exits 75). Each restart resumes from
-   the newest good checkpoint.
+2. Trains it again under `unbroken run`, and interferes:
+   - SIGKILL to the training process (a crash): the supervisor restarts it, it resumes;
+   - SIGTERM to the supervisor (a preemption): the training saves at the next step, the
+     supervisor exits 75; the demo runs `unbroken run` again, and it resumes;
+   - another SIGKILL; then it runs to the end.
 3. Prints the attempt history and compares every tensor of both final checkpoints.
 """
 
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from safetensors.numpy import load_file
 
 from unbroken.checkpoint import CheckpointStore
@@ -29,27 +32,74 @@ from unbroken.tracking import Tracker
 HERE = Path(__file__).resolve().parent
 TRAIN = [sys.executable, "-u", str(HERE / "torch_train.py"), "--steps", "400", "--save-every", "10",
          "--hidden", "512", "--step-time", "0.01"]
-PLAN = [("SIGKILL", 1.5), ("SIGTERM", 1.0), ("SIGKILL", 1.0), ("SIGTERM", 1.0)]
+SUPERVISE = [sys.executable, "-m", "unbroken", "run", "--name", "interrupted", "--backoff", "0.5", "--"]
 
 
-def start(name: str, home: Path) -> subprocess.Popen:
+def launch(cmd: list[str], home: Path) -> subprocess.Popen:
     env = {**os.environ, "UNBROKEN_HOME": str(home)}
-    return subprocess.Popen([*TRAIN, "--name", name], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_first_step(proc: subprocess.Popen) -> None:
+def wait_for_step(proc: subprocess.Popen) -> None:
+    """Echo unbroken's messages until a new attempt's training prints its first step.
+
+    Lines a killed attempt left in the pipe are skipped: the supervisor announces each attempt.
+    """
+    started = False
     for line in proc.stdout:
-        if line.startswith("unbroken:"):
+        started = started or line.startswith("unbroken: attempt")
+        if started and line.startswith("unbroken:") and "attempt" not in line:
             print("   ", line.rstrip())
-        if line.startswith("step "):
-            print("    first step after start:", line.split(" loss")[0])
+        if started and line.startswith("step "):
+            print("    training at", line.split(" loss")[0])
             return
+
+
+def crash_child(supervisor: subprocess.Popen, after: float) -> None:
+    wait_for_step(supervisor)
+    time.sleep(after)
+    child = psutil.Process(supervisor.pid).children()[0]
+    print(f"    ** SIGKILL to the training process {child.pid} (a crash)")
+    child.send_signal(signal.SIGKILL)
+
+
+def preempt(supervisor: subprocess.Popen, after: float) -> None:
+    wait_for_step(supervisor)
+    time.sleep(after)
+    print(f"    ** SIGTERM to `unbroken run` (a preemption)")
+    supervisor.send_signal(signal.SIGTERM)
+    rest = supervisor.communicate()[0]
+    for line in rest.splitlines():
+        if line.startswith("unbroken:") and ("stopping" in line or "saved" in line):
+            print("   ", line)
+    print(f"    `unbroken run` exited {supervisor.returncode} (75 = saved, run again to resume)")
 
 
 def final_dir(home: Path, name: str) -> Path:
     store = CheckpointStore(LocalStorage(home / "experiments" / name / "trial-1" / "checkpoints"))
     return store.local_path(store.newest_good().uuid)
+
+
+def print_history(home: Path) -> None:
+    tracker = Tracker(home / "unbroken.db")
+    trial = tracker.trial("interrupted")
+    print(f"\n3) attempt history of trial {trial.ref} (also: unbroken --home {home} show {trial.ref})")
+    print(f"    {'#':>2}  {'end reason':<10} {'exit':>8}  {'resumed at step':>15}")
+    for a in tracker.attempts(trial.id):
+        code = f"-{signal.Signals(a.signal).name}" if a.signal else str(a.exit_code)
+        resumed = a.restored_steps if a.restored_steps is not None else "-"
+        print(f"    {a.number:>2}  {a.end_reason or '?':<10} {code:>8}  {resumed:>15}")
+
+
+def compare(home: Path) -> bool:
+    a, b = final_dir(home, "reference"), final_dir(home, "interrupted")
+    ta, tb = load_file(str(a / "tensors.safetensors")), load_file(str(b / "tensors.safetensors"))
+    same = ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta)
+    same = same and json.loads((a / "state.json").read_text()) == json.loads((b / "state.json").read_text())
+    size = sum(v.nbytes for v in ta.values()) / 2**20
+    print(f"\n    {len(ta)} tensors ({size:.1f} MiB: weights, AdamW moments, RNG states) and the state tree")
+    print(f"    compared with the uninterrupted run: {'BITWISE EQUAL' if same else 'DIFFERENT'}")
+    return same
 
 
 def main() -> int:
@@ -58,40 +108,25 @@ def main() -> int:
     home = Path(parser.parse_args().home or tempfile.mkdtemp(prefix="unbroken-demo-"))
     t0 = time.monotonic()
     print(f"demo home: {home}\n1) reference run, uninterrupted")
-    ref = start("reference", home)
+    ref = launch([*TRAIN, "--name", "reference"], home)
     ref.communicate()
-    assert ref.returncode == 0, "reference run failed"
+    assert ref.returncode == 0, "the reference run failed"
 
-    print("2) the same training, interrupted")
-    for sig, delay in PLAN:
-        proc = start("interrupted", home)
-        wait_first_step(proc)
-        time.sleep(delay)
-        print(f"    sending {sig}")
-        proc.send_signal(getattr(signal, sig))
-        proc.communicate()
-        print(f"    exit status {proc.returncode}"
-              + (" (preempted: saved, wants to resume)" if proc.returncode == 75 else ""))
-    proc = start("interrupted", home)
-    wait_first_step(proc)
-    proc.communicate()
-    assert proc.returncode == 0
+    print("2) the same training under `unbroken run`, interrupted")
+    supervisor = launch([*SUPERVISE, *TRAIN], home)
+    crash_child(supervisor, after=1.0)
+    preempt(supervisor, after=1.0)
+    print("    $ unbroken run ... (the same command again)")
+    supervisor = launch([*SUPERVISE, *TRAIN], home)
+    crash_child(supervisor, after=1.0)
+    wait_for_step(supervisor)
+    supervisor.communicate()
+    print(f"    `unbroken run` exited {supervisor.returncode} (0 = completed)")
 
-    tracker = Tracker(home / "unbroken.db")
-    trial = tracker.trial("interrupted")
-    print("\n3) attempt history of trial interrupted/1")
-    print(f"    {'#':>2} {'end reason':<10} {'resumed at':>10}")
-    for a in tracker.attempts(trial.id):
-        print(f"    {a.number:>2} {a.end_reason or '?':<10} {a.restored_steps if a.restored_steps is not None else '-':>10}")
-
-    a, b = final_dir(home, "reference"), final_dir(home, "interrupted")
-    ta, tb = load_file(str(a / "tensors.safetensors")), load_file(str(b / "tensors.safetensors"))
-    same = ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta)
-    same = same and json.loads((a / "state.json").read_text()) == json.loads((b / "state.json").read_text())
-    print(f"\n    {len(ta)} tensors ({sum(v.nbytes for v in ta.values()) / 2**20:.1f} MiB) and the state tree "
-          f"compared with the uninterrupted run: {'BITWISE EQUAL' if same else 'DIFFERENT'}")
+    print_history(home)
+    same = compare(home)
     print(f"    demo took {time.monotonic() - t0:.0f} s")
-    return 0 if same else 1
+    return 0 if same and supervisor.returncode == 0 else 1
 
 
 if __name__ == "__main__":

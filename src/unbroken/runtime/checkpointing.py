@@ -114,7 +114,19 @@ class CheckpointContext:
 
     # -- used by Run -------------------------------------------------------------------------
     def newest_good(self) -> Manifest | None:
+        self.report_unreadable()
         return self.store.newest_good(on_corrupt=self.report_corrupt, exclude=set(self.corrupt))
+
+    def candidates(self) -> Iterator[Manifest]:
+        """Committed checkpoints not known to be corrupt, newest first; unreadable ones are reported."""
+        self.report_unreadable()
+        return self.store.candidates(exclude=set(self.corrupt))
+
+    def report_unreadable(self) -> None:
+        """Warn once about each checkpoint directory whose manifest is missing or invalid."""
+        for problem in self.store.scan()[1]:
+            if problem.uuid not in self.corrupt:
+                self.report_corrupt(problem.uuid, problem.reason)
 
     def commit(self, pending: PendingCheckpoint, steps_completed: int, metadata: dict[str, Any],
                *, known: dict[str, FileEntry] | None = None, needs_pickle: bool = False) -> Manifest:

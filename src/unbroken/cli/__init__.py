@@ -1,0 +1,1 @@
+"""The `unbroken` command-line tool (click; rich for tables and progress)."""

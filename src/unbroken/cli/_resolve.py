@@ -1,0 +1,112 @@
+"""From command-line words to things: the home folder, the index, trials, checkpoint folders.
+
+A TRIAL is ``EXPERIMENT`` (its newest trial) or ``EXPERIMENT/NUMBER``. Commands that also take
+a PATH (verify, export) treat an argument naming an existing folder as a path, anything else as
+a trial (write ``./name`` to force the path form). Paths need no database: a checkpoint folder
+describes itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import click
+
+from ..checkpoint import CheckpointStore
+from ..config import DB_FILENAME, MANIFEST_NAME, check_name, resolve_home, trial_dir
+from ..storage import LocalStorage
+from ..tracking import Tracker, Trial
+from ._output import CliError
+
+_TRIAL_RE = re.compile(r"^(?P<experiment>[^/]+)(?:/(?P<number>[0-9]+))?$")
+
+
+def home_of(ctx: click.Context) -> Path:
+    """The home folder from ``--home`` / ``$UNBROKEN_HOME`` (the group stores it in ``ctx.obj``)."""
+    root = ctx.find_root()
+    return resolve_home((root.obj or {}).get("home"))
+
+
+def open_index(ctx: click.Context, home: Path, *, required: bool = True) -> Tracker | None:
+    """The tracking index of ``home``, closed with the command; never created by a reader.
+
+    Without a database: None, or CliError "no runs yet" when ``required``.
+    """
+    db = home / DB_FILENAME
+    if not db.is_file():
+        if required:
+            raise CliError(f"no runs yet in {home} (no {DB_FILENAME}; start one with unbroken.init or `unbroken run`)")
+        return None
+    tracker = Tracker(db)
+    ctx.call_on_close(tracker.close)
+    return tracker
+
+
+def parse_trial(text: str) -> tuple[str, int | None]:
+    """``"cifar"`` -> ``("cifar", None)``; ``"cifar/2"`` -> ``("cifar", 2)``; else CliError."""
+    match = _TRIAL_RE.match(text)
+    if not match or (match["number"] is not None and int(match["number"]) < 1):
+        raise CliError(f"invalid trial {text!r}: write EXPERIMENT (its newest trial) or EXPERIMENT/NUMBER, "
+                       "e.g. cifar/2")
+    check_name(match["experiment"])
+    number = match["number"]
+    return match["experiment"], int(number) if number is not None else None
+
+
+def find_trial(tracker: Tracker, text: str) -> Trial:
+    experiment, number = parse_trial(text)
+    tracker.experiment(experiment)  # "no experiment named ..." is clearer than "no trial ..."
+    return tracker.trial(experiment, number)
+
+
+def checkpoints_dir(home: Path, trial: Trial) -> Path:
+    return trial_dir(home, trial.experiment, trial.number) / "checkpoints"
+
+
+def trial_store(home: Path, trial: Trial) -> CheckpointStore:
+    """The checkpoints of a trial, as storage holds them (the truth; the index only adds marks)."""
+    return CheckpointStore(LocalStorage(checkpoints_dir(home, trial)),
+                           trial={"experiment": trial.experiment, "trial": trial.number})
+
+
+@dataclasses.dataclass
+class Target:
+    """What verify/export work on: a trial's checkpoints, a checkpoints folder, or one checkpoint folder."""
+
+    label: str
+    location: Path
+    store: CheckpointStore | None = None  # None for a single checkpoint folder
+    trial: Trial | None = None
+    tracker: Tracker | None = None
+
+    @property
+    def single(self) -> bool:
+        return self.store is None
+
+
+def resolve_target(ctx: click.Context, text: str) -> Target:
+    """A TRIAL or a PATH (see the module docstring)."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path_target(path)
+    if "/" in text.rstrip("/") and not _TRIAL_RE.match(text):
+        raise CliError(f"{text!r} is neither a folder nor a trial (EXPERIMENT or EXPERIMENT/NUMBER)")
+    home = home_of(ctx)
+    tracker = open_index(ctx, home)
+    return trial_target(home, tracker, find_trial(tracker, text))
+
+
+def trial_target(home: Path, tracker: Tracker, trial: Trial) -> Target:
+    return Target(trial.ref, checkpoints_dir(home, trial), trial_store(home, trial), trial, tracker)
+
+
+def path_target(path: Path) -> Target:
+    """A single checkpoint folder (it holds a manifest), a trial folder, or a checkpoints folder."""
+    path = path.resolve()
+    if (path / MANIFEST_NAME).exists():
+        return Target(str(path), path)
+    if (path / "checkpoints").is_dir() and not any(path.glob(f"*/{MANIFEST_NAME}")):
+        path = path / "checkpoints"
+    return Target(str(path), path, CheckpointStore(LocalStorage(path)))

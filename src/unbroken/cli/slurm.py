@@ -1,0 +1,108 @@
+"""`unbroken slurm submit`: turn a training command into a self-requeueing Slurm job."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+import click
+
+from ..config import DB_FILENAME, check_name, resolve_home, trial_dir
+from ..errors import UnbrokenError
+from ..launch.slurm import (SubmitOptions, check_user_script, render_script, sbatch_flags_for_script, submit)
+from ..launch.supervisor import derive_name
+from ..tracking import Tracker
+
+
+@click.group("slurm")
+def slurm_group() -> None:
+    """Run trials as Slurm jobs that save and requeue themselves before their time limit."""
+
+
+@slurm_group.command("submit", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--name", help="Experiment name (default: derived from the command).")
+@click.option("--time", "time_", help="Time limit per allocation, as sbatch --time (e.g. 12:00:00).")
+@click.option("--partition")
+@click.option("--gres")
+@click.option("--cpus-per-task", type=int)
+@click.option("--mem")
+@click.option("--nodes", type=int)
+@click.option("--ntasks-per-node", type=int)
+@click.option("--array", help="Job array spec; each task is its own experiment NAME-<task id>.")
+@click.option("--account")
+@click.option("--qos")
+@click.option("--sbatch-arg", "sbatch_args", multiple=True, help="Any other sbatch option, repeatable.")
+@click.option("--signal", "signal_", default="USR2", show_default=True,
+              help="Signal Slurm sends to the job before its limit (USR1 is taken by NCCL).")
+@click.option("--margin", type=click.IntRange(min=1), default=120, show_default=True,
+              help="Seconds before the time limit at which the training saves and the job requeues.")
+@click.option("--max-requeues", type=click.IntRange(min=0), default=None, help="Requeue at most this many times.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Crash restarts inside one allocation (since the last progress).")
+@click.option("--script", "user_script", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Submit your own sbatch file (which runs `unbroken run -- ...`) with the requeue options added.")
+@click.option("--dry-run", is_flag=True, help="Print the sbatch script and do not submit it.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes, ntasks_per_node, array, account, qos,
+                   sbatch_args, signal_, margin, max_requeues, max_restarts, user_script, dry_run, command):
+    """Submit COMMAND as a Slurm job that saves, requeues itself and resumes until done."""
+    try:
+        home = resolve_home(ctx.obj.get("home"))
+        if user_script is not None:
+            _submit_user_script(user_script, signal_, margin, dry_run)
+            return
+        name = check_name(name or derive_name(command or ["run"]))
+        number = None if array else _trial_number(home, name, command, create=not dry_run)
+        folder = trial_dir(home, f"{name}-0" if array else name, number or 1)
+        logs = (home / "experiments" / name / "slurm") if array else folder / "logs"
+        opts = SubmitOptions(command=list(command), name=name, home=home, logs=logs, trial=number, time=time_,
+                             partition=partition, gres=gres, cpus_per_task=cpus_per_task, mem=mem, nodes=nodes,
+                             ntasks_per_node=ntasks_per_node, array=array, account=account, qos=qos,
+                             sbatch_args=sbatch_args, signal=signal_, margin=margin, max_requeues=max_requeues,
+                             max_restarts=max_restarts)
+        script = render_script(opts)
+        if dry_run:
+            click.echo(script, nl=False)
+            return
+        logs.mkdir(parents=True, exist_ok=True)
+        path = logs / f"submit-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+        path.write_text(script)
+        job_id = submit(path)
+    except UnbrokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"submitted Slurm job {job_id} for {name}" + (f"/{number}" if number else " (array)"))
+    click.echo(f"  script: {path}")
+    click.echo(f"  follow: unbroken logs {name}{'-<task>' if array else ''} -f   |   squeue -j {job_id}")
+
+
+def _trial_number(home: Path, name: str, command, create: bool) -> int:
+    """The trial the job will resume: the newest of the experiment, or a new one (made if ``create``)."""
+    if not create and not (home / DB_FILENAME).exists():
+        return 1
+    tracker = Tracker.in_home(home)
+    try:
+        return tracker.trial(name).number
+    except LookupError:
+        if not create:
+            return 1
+        return tracker.create_trial(name, command=shlex.join(command),
+                                    storage_of=lambda n: trial_dir(home, name, n) / "checkpoints").number
+    finally:
+        tracker.close()
+
+
+def _submit_user_script(path: Path, signal: str, margin: int, dry_run: bool) -> None:
+    check_user_script(path)
+    flags = sbatch_flags_for_script(signal, margin)
+    if dry_run:
+        click.echo("sbatch --parsable " + " ".join(flags) + f" {path}")
+        return
+    job_id = submit(path, flags)
+    click.echo(f"submitted Slurm job {job_id} from {path} with {' '.join(flags)}")
+
+
+def register(group) -> None:
+    """Add the `slurm` command group to ``group``."""
+    group.add_command(slurm_group)

@@ -1,0 +1,1 @@
+"""Outside the training process: the supervisor that starts, watches and restarts it."""

@@ -1,0 +1,232 @@
+"""Slurm: submit a trial as a requeueable job, and inside the job save-then-requeue before the limit.
+
+In the job, ``unbroken run`` detects Slurm (``$SLURM_JOB_ID``) and uses :class:`SlurmEnvironment`:
+
+* the deadline is the job's ``EndTime`` (from ``scontrol show job``) minus the save margin, so
+  the training stops in time even when no ``--signal`` was configured;
+* each allocation is an attempt with job id, array task, node list and restart count;
+* after the training saved and stopped (exit 75), the supervisor requeues the job itself with
+  ``scontrol requeue`` (``ARRAYJOBID_TASKID`` for array tasks) - only then, because a requeue
+  kills the job at once - unless ``--max-requeues`` is spent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..config import EXIT_PREEMPTED
+from ..errors import ConfigError, LaunchError
+from .supervisor import Environment
+
+SCONTROL_MISSING = ("`{tool}` was not found: Slurm's client commands are needed inside the job "
+                    "(inside a container, bind-mount them or run unbroken outside it)")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobInfo:
+    """The Slurm identity of the current allocation, from the environment."""
+
+    job_id: str
+    array_job_id: str | None
+    array_task_id: str | None
+    nodes: str | None
+    restart_count: int
+
+    @property
+    def requeue_id(self) -> str:
+        """What `scontrol requeue` needs: ``ARRAYJOBID_TASKID`` for an array task, else the job id."""
+        if self.array_job_id and self.array_task_id:
+            return f"{self.array_job_id}_{self.array_task_id}"
+        return self.job_id
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> "JobInfo | None":
+        job_id = environ.get("SLURM_JOB_ID")
+        if not job_id:
+            return None
+        return cls(job_id, environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID"),
+                   environ.get("SLURM_JOB_NODELIST"), int(environ.get("SLURM_RESTART_COUNT") or 0))
+
+
+def run_tool(args: Sequence[str]) -> subprocess.CompletedProcess:
+    """Run a Slurm client command; LaunchError if it is not installed."""
+    if shutil.which(args[0]) is None:
+        raise LaunchError(SCONTROL_MISSING.format(tool=args[0]))
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+
+
+def job_end_time(job_id: str, runner: Callable = run_tool) -> float | None:
+    """The Unix time at which Slurm ends the job, or None if it has no limit."""
+    result = runner(["scontrol", "show", "job", "-o", job_id])
+    if result.returncode != 0:
+        raise LaunchError(f"scontrol show job {job_id} failed: {result.stderr.strip()}")
+    match = re.search(r"\bEndTime=(\S+)", result.stdout)
+    if not match or match.group(1) in ("Unknown", "None") or "TimeLimit=UNLIMITED" in result.stdout:
+        return None
+    return dt.datetime.fromisoformat(match.group(1)).timestamp()  # local time, as Slurm prints it
+
+
+def requeue(job: JobInfo, runner: Callable = run_tool) -> None:
+    """Ask Slurm to requeue this job (it is killed at once and starts again later)."""
+    result = runner(["scontrol", "requeue", job.requeue_id])
+    if result.returncode != 0:
+        message = result.stderr.strip() or result.stdout.strip()
+        if "disabled" in message.lower():
+            raise LaunchError(
+                f"Slurm refused to requeue job {job.requeue_id}: {message}. The job was submitted with "
+                "--no-requeue or the cluster has JobRequeue=0; submit with --requeue (unbroken slurm submit "
+                "does) or ask the admins. The checkpoint is saved: resubmit the same command to resume"
+            )
+        raise LaunchError(f"scontrol requeue {job.requeue_id} failed: {message}")
+
+
+class SlurmEnvironment(Environment):
+    """The supervisor's view of a Slurm allocation (see the module docstring)."""
+
+    def __init__(self, job: JobInfo, max_requeues: int | None = None, runner: Callable = run_tool):
+        self.job, self.max_requeues, self.runner = job, max_requeues, runner
+        self._end_time: float | None | bool = False
+
+    def deadline(self) -> float | None:
+        if self._end_time is False:
+            self._end_time = job_end_time(self.job.job_id, self.runner)
+        return self._end_time
+
+    def attempt_fields(self) -> dict:
+        return {"launcher": "slurm", "slurm_job_id": self.job.requeue_id, "slurm_array_task": self.job.array_task_id,
+                "slurm_nodes": self.job.nodes, "slurm_restarts": self.job.restart_count}
+
+    def on_preempted(self, reason: str, log: Callable[[str], None]) -> int:
+        if self.max_requeues is not None and self.job.restart_count >= self.max_requeues:
+            log(f"unbroken: job {self.job.requeue_id} was requeued {self.job.restart_count} times "
+                f"(--max-requeues {self.max_requeues}): not requeueing again; resubmit to go on")
+            return EXIT_PREEMPTED
+        log(f"unbroken: checkpoint committed; requeueing Slurm job {self.job.requeue_id} ({reason})")
+        sys.stdout.flush()
+        try:
+            requeue(self.job, self.runner)
+        except LaunchError as exc:
+            log(f"unbroken: {exc}")
+            return EXIT_PREEMPTED
+        time.sleep(15)  # the requeue kills this job (TERM, then KILL after KillWait); let Slurm do it
+        return EXIT_PREEMPTED
+
+
+# -- submitting -------------------------------------------------------------------------------------
+_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def parse_slurm_time(text: str) -> int:
+    """Slurm's --time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) -> seconds."""
+    match = _TIME_RE.match(text.strip())
+    if not match:
+        raise ConfigError(f"--time {text!r} is not a Slurm time (e.g. 60, 12:00:00, 1-00:00:00)")
+    days, a, b, c = match.groups()
+    if days is None:
+        if b is None:
+            return int(a) * 60  # minutes
+        if c is None:
+            return int(a) * 60 + int(b)  # minutes:seconds
+        return int(a) * 3600 + int(b) * 60 + int(c)
+    return int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+
+
+@dataclasses.dataclass
+class SubmitOptions:
+    """What `unbroken slurm submit` puts into the sbatch script."""
+
+    command: Sequence[str]
+    name: str
+    home: Path
+    logs: Path
+    trial: int | None = None
+    time: str | None = None
+    partition: str | None = None
+    gres: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    nodes: int | None = None
+    ntasks_per_node: int | None = None
+    array: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    sbatch_args: Sequence[str] = ()
+    signal: str = "USR2"
+    margin: int = 120
+    max_requeues: int | None = None
+    max_restarts: int = 3
+    python: str = sys.executable
+
+    def __post_init__(self):
+        if not self.command:
+            raise ConfigError("unbroken slurm submit needs a command: unbroken slurm submit --time 12:00:00 -- python train.py")
+        if self.time is not None and parse_slurm_time(self.time) <= self.margin:
+            raise ConfigError(f"--time {self.time} is not longer than the save margin ({self.margin} s): the job "
+                              "would be asked to stop before it starts; raise --time or lower --margin")
+
+
+def render_script(opts: SubmitOptions) -> str:
+    """A readable sbatch script that runs the command under `unbroken run` and requeues itself."""
+    out_pattern = "slurm-%A_%a.out" if opts.array else "slurm-%j.out"
+    directives = [
+        ("job-name", opts.name), ("requeue", None), ("open-mode", "append"),
+        ("signal", f"B:{opts.signal}@{opts.margin}"), ("output", str(opts.logs / out_pattern)),
+        ("time", opts.time), ("partition", opts.partition), ("gres", opts.gres),
+        ("cpus-per-task", opts.cpus_per_task), ("mem", opts.mem), ("nodes", opts.nodes),
+        ("ntasks-per-node", opts.ntasks_per_node), ("array", opts.array), ("account", opts.account),
+        ("qos", opts.qos),
+    ]
+    lines = ["#!/bin/bash"]
+    lines += [f"#SBATCH --{k}" + ("" if v is None and k == "requeue" else f"={v}")
+              for k, v in directives if v is not None or k == "requeue"]
+    lines += [f"#SBATCH {arg}" for arg in opts.sbatch_args]
+    name = f"{opts.name}-${{SLURM_ARRAY_TASK_ID}}" if opts.array else opts.name
+    run = [shlex.quote(opts.python), "-m", "unbroken", "run", "--name", f'"{name}"',
+           "--preempt-signal", opts.signal, "--margin", f"{opts.margin}s", "--max-restarts", str(opts.max_restarts)]
+    if opts.trial is not None and not opts.array:
+        run += ["--trial", str(opts.trial)]
+    if opts.max_requeues is not None:
+        run += ["--max-requeues", str(opts.max_requeues)]
+    lines += [
+        "",
+        f"# Written by `unbroken slurm submit` on {dt.datetime.now().isoformat(timespec='seconds')}.",
+        "# On the signal above (or near the time limit) the training saves, then the job requeues",
+        "# itself and resumes in the next allocation. Resubmitting this file is safe: it resumes too.",
+        f"export UNBROKEN_HOME={shlex.quote(str(opts.home))}",
+        "exec " + " ".join(run) + " -- " + shlex.join(opts.command),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def submit(script_path: Path, extra: Sequence[str] = (), runner: Callable = run_tool) -> str:
+    """Submit a script with sbatch; return the job id."""
+    result = runner(["sbatch", "--parsable", *extra, str(script_path)])
+    if result.returncode != 0:
+        raise LaunchError(f"sbatch failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout.strip().split(";")[0]
+
+
+def sbatch_flags_for_script(signal: str, margin: int) -> list[str]:
+    """The options that make a user's own sbatch script requeueable (given on the sbatch command line)."""
+    return ["--requeue", "--open-mode=append", f"--signal=B:{signal}@{margin}"]
+
+
+def check_user_script(path: Path) -> None:
+    """A user's sbatch file must run its training under `unbroken run` (the one line to add)."""
+    text = path.read_text()
+    if not re.search(r"unbroken\s+run\b|-m\s+unbroken\s+run\b", text):
+        raise ConfigError(
+            f"{path} does not run its command under `unbroken run`. Change the line that starts the training, "
+            "e.g. `python train.py` -> `exec unbroken run -- python train.py`, then submit again"
+        )

@@ -1,0 +1,317 @@
+"""Slurm: script rendering and job control in unit tests; save-requeue-resume against a real Slurm.
+
+The real-Slurm tests start a single-node cluster with scripts/slurm-up.sh (root). Without root
+they skip with a loud reason - except in CI (CI=true), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from procs import EXAMPLES, REPO, child_env
+
+from unbroken.checkpoint import CheckpointStore
+from unbroken.errors import ConfigError, LaunchError
+from unbroken.launch.slurm import (JobInfo, SlurmEnvironment, SubmitOptions, check_user_script, job_end_time,
+                                   parse_slurm_time, render_script, requeue)
+from unbroken.storage import LocalStorage
+from unbroken.tracking import Tracker
+
+
+class FakeTool:
+    """Records Slurm client calls and answers them."""
+
+    def __init__(self, returncode=0, stdout="", stderr=""):
+        self.calls, self.answer = [], subprocess.CompletedProcess([], returncode, stdout, stderr)
+
+    def __call__(self, args):
+        self.calls.append(args)
+        return self.answer
+
+
+@pytest.mark.parametrize("text,seconds", [("1", 60), ("90", 5400), ("1:30", 90), ("12:00:00", 43200),
+                                          ("1-00", 86400), ("1-2:03", 93780), ("2-00:00:10", 172810)])
+def test_parse_slurm_time(text, seconds):
+    assert parse_slurm_time(text) == seconds
+
+
+def test_bad_time_and_margin():
+    with pytest.raises(ConfigError, match="not a Slurm time"):
+        parse_slurm_time("soon")
+    with pytest.raises(ConfigError, match="save margin"):
+        SubmitOptions(command=["python", "t.py"], name="t", home=Path("/h"), logs=Path("/l"), time="2", margin=120)
+
+
+def test_array_tasks_requeue_alone():
+    env = {"SLURM_JOB_ID": "107", "SLURM_ARRAY_JOB_ID": "105", "SLURM_ARRAY_TASK_ID": "2",
+           "SLURM_RESTART_COUNT": "3", "SLURM_JOB_NODELIST": "n[1-2]"}
+    job = JobInfo.from_env(env)
+    assert job.requeue_id == "105_2" and job.restart_count == 3
+    tool = FakeTool()
+    requeue(job, tool)
+    assert tool.calls == [["scontrol", "requeue", "105_2"]]
+    assert JobInfo.from_env({}) is None
+
+
+def test_end_time_is_read_from_scontrol():
+    tool = FakeTool(stdout="JobId=5 JobName=x TimeLimit=00:01:00 StartTime=2026-11-21T10:00:00 EndTime=2026-11-21T10:01:00 X=1")
+    import datetime as dt
+    assert job_end_time("5", tool) == dt.datetime(2026, 11, 21, 10, 1).timestamp()
+    assert job_end_time("5", FakeTool(stdout="JobId=5 TimeLimit=UNLIMITED EndTime=Unknown")) is None
+
+
+def test_requeue_disabled_is_explained():
+    tool = FakeTool(returncode=1, stderr="Requested operation is presently disabled for job 5")
+    with pytest.raises(LaunchError, match="--no-requeue or the cluster has JobRequeue=0"):
+        requeue(JobInfo("5", None, None, None, 0), tool)
+
+
+def test_missing_scontrol_is_explained(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(LaunchError, match="scontrol` was not found"):
+        job_end_time("5")
+
+
+def test_max_requeues_stops_requeueing():
+    tool, said = FakeTool(), []
+    env = SlurmEnvironment(JobInfo("5", None, None, None, 2), max_requeues=2, runner=tool)
+    assert env.on_preempted("signal SIGUSR2", said.append) == 75
+    assert tool.calls == [] and "--max-requeues 2" in said[0]
+
+
+def test_rendered_script_is_requeueable_and_quotes_arguments(tmp_path):
+    opts = SubmitOptions(command=["python", "my train.py", "--msg", "it's"], name="big", home=tmp_path / "h o",
+                         logs=tmp_path / "logs", trial=2, time="12:00:00", gres="gpu:1", margin=300,
+                         sbatch_args=["--exclusive"], max_requeues=5)
+    script = render_script(opts)
+    for line in ["#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --signal=B:USR2@300",
+                 "#SBATCH --time=12:00:00", "#SBATCH --gres=gpu:1", "#SBATCH --exclusive", "--trial 2",
+                 "--max-requeues 5"]:
+        assert line in script
+    assert "exec " in script and "-- python 'my train.py' --msg 'it'\"'\"'s'" in script
+    result = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_user_script_needs_the_unbroken_line(tmp_path):
+    plain = tmp_path / "job.sh"
+    plain.write_text("#!/bin/bash\n#SBATCH --time=1\npython train.py\n")
+    with pytest.raises(ConfigError, match="exec unbroken run -- python train.py"):
+        check_user_script(plain)
+    plain.write_text("#!/bin/bash\nexec unbroken run -- python train.py\n")
+    check_user_script(plain)
+
+
+# -- against a real Slurm ------------------------------------------------------------------------------
+
+SUBMITTED: list[str] = []
+
+
+@pytest.fixture
+def slurm(slurm_cluster):
+    """A running Slurm; every job a test submitted is cancelled when it ends (pass or fail)."""
+    yield
+    if SUBMITTED:
+        subprocess.run(["scancel", *SUBMITTED], capture_output=True)
+        SUBMITTED.clear()
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A running single-node Slurm (scripts/slurm-up.sh)."""
+    reason = None
+    if os.geteuid() != 0:
+        reason = "not root: scripts/slurm-up.sh cannot install and start Slurm"
+    else:
+        up = subprocess.run(["bash", str(REPO / "scripts" / "slurm-up.sh")], capture_output=True, text=True, timeout=900)
+        if up.returncode != 0:
+            reason = f"scripts/slurm-up.sh failed: {up.stderr[-2000:]}"
+    if reason:
+        message = f"!!! SLURM TESTS NOT RUN: {reason}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    yield
+
+
+def submit(home: Path, *args: str) -> str:
+    cmd = [sys.executable, "-m", "unbroken", "slurm", "submit", *args]
+    out = subprocess.run(cmd, env=child_env(home), capture_output=True, text=True, timeout=60, cwd=home.parent)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.split("Slurm job ")[1].split()[0]
+    SUBMITTED.append(job_id)
+    return job_id
+
+
+def job_state(job_id: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    return out.split("JobState=")[1].split()[0] if "JobState=" in out else "GONE"
+
+
+def wait_state(job_id: str, states: set[str], timeout: float) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        state = job_state(job_id)
+        if state in states:
+            return state
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} still {job_state(job_id)} after {timeout} s (wanted {states})")
+
+
+def wait_steps(home: Path, name: str, at_least: int, timeout: float = 120) -> None:
+    db = home / "unbroken.db"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if db.exists():
+            tracker = Tracker(db)
+            try:
+                trial = tracker.trial(name)
+                if any(m.steps_completed >= at_least for m in Tracker(db).metrics(trial.id, name="loss")):
+                    return
+            except LookupError:
+                pass
+            finally:
+                tracker.close()
+        time.sleep(0.5)
+    raise AssertionError(f"{name} did not reach step {at_least} in {timeout} s")
+
+
+def final_files(home: Path, name: str, number: int = 1):
+    store = CheckpointStore(LocalStorage(home / "experiments" / name / f"trial-{number}" / "checkpoints"))
+    newest = store.newest_good()
+    folder = store.local_path(newest.uuid)
+    return newest, load_file(str(folder / "tensors.safetensors")), json.loads((folder / "state.json").read_text())
+
+
+def train_args(steps: int, step_time: float) -> list[str]:
+    return [sys.executable, "-u", str(EXAMPLES / "torch_train.py"), "--steps", str(steps), "--save-every", "50",
+            "--hidden", "64", "--step-time", str(step_time)]
+
+
+def assert_same_as_uninterrupted(tmp_path: Path, home: Path, name: str, steps: int) -> None:
+    ref_home = tmp_path / "ref"
+    done = subprocess.run([*train_args(steps, 0), "--name", "ref"], env=child_env(ref_home), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _, ref_t, ref_s = final_files(ref_home, "ref")
+    manifest, got_t, got_s = final_files(home, name)
+    assert manifest.steps_completed == steps
+    assert ref_t.keys() == got_t.keys() and all(np.array_equal(ref_t[k], got_t[k]) for k in ref_t)
+    assert ref_s == got_s
+
+
+def assert_commit_before_requeue(home: Path, name: str) -> None:
+    """Each requeued attempt saved before requeueing, and the next restored that very step."""
+    tracker = Tracker(home / "unbroken.db")
+    trial = tracker.trial(name)
+    attempts = tracker.attempts(trial.id)
+    saved = {}
+    for record in tracker.checkpoints(trial.id):
+        saved[record.attempt_id] = max(saved.get(record.attempt_id, -1), record.steps_completed)
+    for before, after in zip(attempts, attempts[1:]):
+        if before.end_reason in ("timed_out", "preempted"):
+            assert after.restored_steps == saved[before.id], (before, after)
+            log = Path(before.log_path).read_text()
+            assert "requeueing Slurm job" in log
+            assert log.index("stopping at step") < log.index("requeueing Slurm job")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_time_limit_requeues_until_done_bitwise_equal(slurm, tmp_path):
+    home = tmp_path / "home"
+    steps = 1500  # ~90 s of training at ~0.06 s a step; each 60 s allocation trains ~25 s
+    job = submit(home, "--name", "limited", "--time", "1", "--margin", "30", "--", *train_args(steps, 0.05))
+    wait_state(job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}, timeout=600)
+    assert job_state(job) == "COMPLETED"
+    tracker = Tracker(home / "unbroken.db")
+    trial = tracker.trial("limited")
+    attempts = tracker.attempts(trial.id)
+    assert trial.status == "completed"
+    assert len(attempts) >= 3, attempts
+    assert all(a.end_reason == "timed_out" for a in attempts[:-1]) and attempts[-1].end_reason == "completed"
+    assert [a.slurm_restarts for a in attempts] == list(range(len(attempts)))
+    assert {a.slurm_job_id for a in attempts} == {job} and all(a.launcher == "slurm" for a in attempts)
+    assert_commit_before_requeue(home, "limited")
+    assert_same_as_uninterrupted(tmp_path, home, "limited", steps)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_usr2_signal_saves_requeues_and_completes(slurm, tmp_path):
+    home = tmp_path / "home"
+    job = submit(home, "--name", "signalled", "--", *train_args(600, 0.02))
+    wait_steps(home, "signalled", 100)
+    subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)
+    wait_state(job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=300)
+    assert job_state(job) == "COMPLETED"
+    tracker = Tracker(home / "unbroken.db")
+    attempts = tracker.attempts(tracker.trial("signalled").id)
+    assert [a.end_reason for a in attempts] == ["preempted", "completed"]
+    assert_commit_before_requeue(home, "signalled")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_array_task_is_requeued_alone(slurm, tmp_path):
+    home = tmp_path / "home"
+    job = submit(home, "--name", "sweep", "--array", "0-1", "--cpus-per-task", "1", "--", *train_args(600, 0.03))
+    wait_steps(home, "sweep-0", 50)
+    wait_steps(home, "sweep-1", 50)
+    subprocess.run(["scancel", "--batch", "--signal=USR2", f"{job}_0"], check=True)
+    for task in ("0", "1"):
+        wait_state(f"{job}_{task}", {"COMPLETED", "FAILED", "CANCELLED"}, timeout=300)
+    tracker = Tracker(home / "unbroken.db")
+    first = tracker.attempts(tracker.trial("sweep-0").id)
+    second = tracker.attempts(tracker.trial("sweep-1").id)
+    assert [a.end_reason for a in first] == ["preempted", "completed"]
+    assert [a.end_reason for a in second] == ["completed"]  # never requeued
+    assert {a.slurm_job_id for a in first} == {f"{job}_0"} and first[1].slurm_restarts == 1
+
+
+CRASH_ONCE = textwrap.dedent("""
+    import os, sys, unbroken
+    with unbroken.init(exit_on_preempt=False) as run:
+        state = unbroken.State(n=0, rng=False)
+        start = run.restore(state)
+        if run.info.attempt == 1:
+            run.save(state, 1)
+            sys.exit(1)
+        print("restart count", os.environ.get("SLURM_RESTART_COUNT", "0"), flush=True)
+""")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_crash_in_allocation_restarts_in_place_and_max_requeues_is_honoured(slurm, tmp_path):
+    home = tmp_path / "home"
+    script = tmp_path / "crash_once.py"
+    script.write_text(CRASH_ONCE)
+    job = submit(home, "--name", "crashy", "--", sys.executable, str(script))
+    wait_state(job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=120)
+    attempts = Tracker(home / "unbroken.db").attempts(Tracker(home / "unbroken.db").trial("crashy").id)
+    assert [a.end_reason for a in attempts] == ["crashed", "completed"]
+    assert [a.slurm_restarts for a in attempts] == [0, 0]  # same allocation
+
+    job = submit(home, "--name", "capped", "--max-requeues", "0", "--", *train_args(600, 0.02))
+    wait_steps(home, "capped", 50)
+    subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)
+    wait_state(job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=120)
+    tracker = Tracker(home / "unbroken.db")
+    attempts = tracker.attempts(tracker.trial("capped").id)
+    assert [a.end_reason for a in attempts] == ["preempted"]
+    assert "--max-requeues 0" in Path(attempts[0].log_path).read_text()
