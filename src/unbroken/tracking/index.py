@@ -337,14 +337,18 @@ class Tracker:
     # -- checkpoints -------------------------------------------------------------------------
     def record_checkpoint(self, trial_id: int, uuid: str, steps_completed: int, *, created_at: float,
                           size_bytes: int, metadata: dict[str, Any], attempt_id: int | None = None,
-                          state: str = "committed") -> None:
-        self._tx([
+                          state: str = "committed", message: str | None = None) -> None:
+        """Index a checkpoint; a committed one also advances the trial's ``steps_completed``."""
+        statements = [
             ("INSERT OR REPLACE INTO checkpoints (uuid, trial_id, attempt_id, steps_completed, created_at, "
-             "size_bytes, state, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-             (uuid, trial_id, attempt_id, steps_completed, created_at, size_bytes, state, _json(metadata, "metadata"))),
-            ("UPDATE trials SET steps_completed = MAX(steps_completed, ?), updated_at = ? WHERE id = ?",
-             (steps_completed, time.time(), trial_id)),
-        ])
+             "size_bytes, state, message, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             (uuid, trial_id, attempt_id, steps_completed, created_at, size_bytes, state, message,
+              _json(metadata, "metadata"))),
+        ]
+        if state == "committed":
+            statements.append(("UPDATE trials SET steps_completed = MAX(steps_completed, ?), updated_at = ? "
+                               "WHERE id = ?", (steps_completed, time.time(), trial_id)))
+        self._tx(statements)
 
     def mark_checkpoint(self, uuid: str, state: str, message: str | None = None) -> None:
         """Set a checkpoint's state: 'committed', 'corrupt' or 'deleted'."""
