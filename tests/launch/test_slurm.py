@@ -231,9 +231,13 @@ def assert_commit_before_requeue(home: Path, name: str) -> None:
 @pytest.mark.timeout(900)
 def test_time_limit_requeues_until_done_bitwise_equal(slurm, tmp_path):
     home = tmp_path / "home"
-    steps = 1500  # ~90 s of training at ~0.06 s a step; each 60 s allocation trains ~25 s
-    job = submit(home, "--name", "limited", "--time", "1", "--margin", "30", "--", *train_args(steps, 0.05))
-    wait_state(job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}, timeout=600)
+    # ~50 s of training at ~0.06 s a step; each 60 s allocation stops 40 s before its end, so it
+    # trains ~15 s. No --signal: Slurm may send it up to 60 s early, which on a 1-minute job is at
+    # once; the deadline from the job's EndTime alone must do the work.
+    steps = 800
+    job = submit(home, "--name", "limited", "--time", "1", "--margin", "40", "--signal", "none", "--",
+                 *train_args(steps, 0.05))
+    wait_state(job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}, timeout=780)
     assert job_state(job) == "COMPLETED"
     tracker = Tracker(home / "unbroken.db")
     trial = tracker.trial("limited")

@@ -34,7 +34,8 @@ def slurm_group() -> None:
 @click.option("--qos")
 @click.option("--sbatch-arg", "sbatch_args", multiple=True, help="Any other sbatch option, repeatable.")
 @click.option("--signal", "signal_", default="USR2", show_default=True,
-              help="Signal Slurm sends to the job before its limit (USR1 is taken by NCCL).")
+              help="Signal Slurm sends to the job before its limit (USR1 is taken by NCCL); 'none' to rely "
+                   "on the job's end time alone.")
 @click.option("--margin", type=click.IntRange(min=1), default=120, show_default=True,
               help="Seconds before the time limit at which the training saves and the job requeues.")
 @click.option("--max-requeues", type=click.IntRange(min=0), default=None, help="Requeue at most this many times.")
@@ -48,6 +49,7 @@ def slurm_group() -> None:
 def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes, ntasks_per_node, array, account, qos,
                    sbatch_args, signal_, margin, max_requeues, max_restarts, user_script, dry_run, command):
     """Submit COMMAND as a Slurm job that saves, requeues itself and resumes until done."""
+    signal_ = None if signal_.lower() == "none" else signal_
     try:
         home = resolve_home(ctx.obj.get("home"))
         if user_script is not None:
@@ -95,7 +97,7 @@ def _trial_number(home: Path, name: str, command, create: bool) -> int:
 
 def _submit_user_script(path: Path, signal: str, margin: int, dry_run: bool) -> None:
     check_user_script(path)
-    flags = sbatch_flags_for_script(signal, margin)
+    flags = sbatch_flags_for_script(signal or "USR2", margin)
     if dry_run:
         click.echo("sbatch --parsable " + " ".join(flags) + f" {path}")
         return

@@ -161,7 +161,7 @@ class SubmitOptions:
     account: str | None = None
     qos: str | None = None
     sbatch_args: Sequence[str] = ()
-    signal: str = "USR2"
+    signal: str | None = "USR2"  # None: no --signal; the deadline from the job's EndTime still applies
     margin: int = 120
     max_requeues: int | None = None
     max_restarts: int = 3
@@ -180,7 +180,8 @@ def render_script(opts: SubmitOptions) -> str:
     out_pattern = "slurm-%A_%a.out" if opts.array else "slurm-%j.out"
     directives = [
         ("job-name", opts.name), ("requeue", None), ("open-mode", "append"),
-        ("signal", f"B:{opts.signal}@{opts.margin}"), ("output", str(opts.logs / out_pattern)),
+        ("signal", f"B:{opts.signal}@{opts.margin}" if opts.signal else None),
+        ("output", str(opts.logs / out_pattern)),
         ("time", opts.time), ("partition", opts.partition), ("gres", opts.gres),
         ("cpus-per-task", opts.cpus_per_task), ("mem", opts.mem), ("nodes", opts.nodes),
         ("ntasks-per-node", opts.ntasks_per_node), ("array", opts.array), ("account", opts.account),
@@ -192,7 +193,8 @@ def render_script(opts: SubmitOptions) -> str:
     lines += [f"#SBATCH {arg}" for arg in opts.sbatch_args]
     name = f"{opts.name}-${{SLURM_ARRAY_TASK_ID}}" if opts.array else opts.name
     run = [shlex.quote(opts.python), "-m", "unbroken", "run", "--name", f'"{name}"',
-           "--preempt-signal", opts.signal, "--margin", f"{opts.margin}s", "--max-restarts", str(opts.max_restarts)]
+           "--preempt-signal", opts.signal or "USR2", "--margin", f"{opts.margin}s",
+           "--max-restarts", str(opts.max_restarts)]
     if opts.trial is not None and not opts.array:
         run += ["--trial", str(opts.trial)]
     if opts.max_requeues is not None:

@@ -214,7 +214,10 @@ class Supervisor:
 
     def _preempted(self, log_path: Path) -> int:
         deadline = self.env.deadline() or self._time_limit_deadline()
-        timed_out = self._stop_reason in (None, "deadline") and deadline is not None and time.time() >= deadline - 1
+        # Timeout vs preemption is decided from the clock, not from which signal came: the child
+        # was asked to stop `margin` seconds before the limit.
+        timed_out = (self._stop_reason is None and deadline is not None
+                     and time.time() >= deadline - self.config.margin - 1)
         reason = "time limit" if timed_out else (self._stop_reason or "the command's own stop request")
         last = self.history[-1]
         if last.exit_code != EXIT_PREEMPTED:
