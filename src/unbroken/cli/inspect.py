@@ -7,6 +7,8 @@ seconds (floats), sizes bytes. Errors are one line on stderr and exit status 1.
 
 from __future__ import annotations
 
+import sys
+
 import socket
 import time
 from pathlib import Path
@@ -321,7 +323,7 @@ def _log_path(home: Path, trial: Trial, attempt: Attempt) -> Path:
 
 def _copy_from(path: Path, offset: int) -> int:
     """Write the bytes of ``path`` from ``offset`` to stdout; return the new offset."""
-    sink = click.get_binary_stream("stdout")
+    sink = sys.stdout.buffer
     try:
         with open(path, "rb") as f:
             if f.seek(0, 2) < offset:  # truncated or replaced: start over
