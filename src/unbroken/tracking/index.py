@@ -138,18 +138,8 @@ class Tracker:
 
     # -- plumbing ----------------------------------------------------------------------------
     def _tx(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> list[sqlite3.Cursor]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    out = [self._conn.execute(sql, args) for sql, args in statements]
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                return out
-            except sqlite3.Error as exc:
-                raise TrackingError(f"tracking database {self.path}: {exc}") from exc
+        """Run SQL statements in one write transaction; return their cursors."""
+        return self._write(lambda conn: [conn.execute(sql, args) for sql, args in statements])
 
     def _write(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``body(connection)`` in one write transaction (reads in it see a stable database)."""
