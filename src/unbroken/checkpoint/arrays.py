@@ -53,6 +53,53 @@ def host_bytes(value: Any) -> memoryview:
     return memoryview(tensor.view(torch.uint8).numpy())
 
 
+def copy_into(value: Any, dst: Any) -> bool:
+    """Copy a tensor's or array's bytes (C order, little-endian) into ``dst``, a uint8 region.
+
+    ``dst`` is a numpy uint8 array, or a torch uint8 tensor (a pinned buffer, for device
+    copies). Returns True when the copy was started asynchronously from a CUDA device into
+    pinned memory: the caller must synchronize that device before reading ``dst``.
+    """
+    if isinstance(value, np.ndarray):
+        target = dst if isinstance(dst, np.ndarray) else dst.numpy()
+        little = value.dtype.newbyteorder("<")
+        np.copyto(target.view(little).reshape(value.shape), value)
+        return False
+    torch = sys.modules["torch"]
+    src = value.detach()
+    out = dst if isinstance(dst, torch.Tensor) else torch.from_numpy(dst)
+    out = out.view(src.dtype).view(src.shape)
+    asynchronous = src.device.type == "cuda" and out.is_pinned()
+    out.copy_(src, non_blocking=asynchronous)
+    return asynchronous
+
+
+def writable_bytes(value: Any) -> np.ndarray | None:
+    """The memory of a host tensor or array as a writable uint8 array, or None if it is not
+    a plain, C-contiguous, little-endian, writable block that bytes can be read into."""
+    if sys.byteorder != "little":
+        return None
+    if isinstance(value, np.ndarray):
+        if (value.dtype.name not in _NUMPY_TO_ST or not value.dtype.isnative or not value.flags.c_contiguous
+                or not value.flags.writeable or type(value) is not np.ndarray):
+            return None
+        return value.reshape(-1).view(np.uint8)
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return None
+    try:
+        if (value.device.type != "cpu" or value.layout != torch.strided or not value.is_contiguous()
+                or value.is_quantized or value.is_neg() or value.is_conj()
+                or str(value.dtype).removeprefix("torch.") not in _TORCH_NAMES):
+            return None
+        memory = value.detach().reshape(-1).view(torch.uint8).numpy()
+    except (RuntimeError, TypeError, ValueError, AttributeError):  # subclasses, functional wrappers
+        return None
+    if memory.__array_interface__["data"][0] != value.data_ptr():
+        return None
+    return memory
+
+
 def from_bytes(buffer: Any, dtype: str, shape: tuple[int, ...], kind: str) -> Any:
     """Build an array (``kind="numpy"``) or tensor (``"torch"``) viewing ``buffer`` without a copy."""
     if kind == "torch":

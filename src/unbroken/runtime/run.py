@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..checkpoint import CheckpointStore, RetentionPolicy, State, keep_latest, statefile
+from ..checkpoint.saver import Saver
+from ..checkpoint.writer import SaveHandle
 from ..config import (ENV_ATTEMPT, ENV_EXPERIMENT, ENV_TRIAL, EXIT_PREEMPTED, check_name, resolve_home,
                       trial_dir)
-from ..errors import ConfigError, CorruptCheckpoint
+from ..errors import BackgroundSaveError, ConfigError, CorruptCheckpoint
 from ..storage import LocalStorage
 from ..tracking import Tracker
 from .checkpointing import CheckpointContext
@@ -93,6 +95,7 @@ class Run:
         self._loop_finished = False
         self._stopped_for_preemption = False
         self._closed = False
+        self._saver: Saver | None = None  # created by the first save
         self._last_progress = 0.0
 
     # -- identity ------------------------------------------------------------------------------
@@ -121,7 +124,8 @@ class Run:
         ``state`` becomes the run's state, saved by :meth:`steps` and at preemption.
         """
         self._state = state
-        for manifest in self.checkpoint.store.candidates(exclude=set(self.checkpoint.corrupt)):
+        self.wait_for_saves()
+        for manifest in self.checkpoint.candidates():
             directory = self.checkpoint.store.local_path(manifest.uuid)
             try:
                 statefile.restore(state, directory, manifest, allow_pickle=allow_pickle, strict=strict)
@@ -139,27 +143,55 @@ class Run:
         return 0
 
     def save(self, state: State, steps_completed: int, *, metrics: dict[str, Any] | None = None,
-             metadata: dict[str, Any] | None = None) -> str:
+             metadata: dict[str, Any] | None = None, wait: bool = False) -> str:
         """Checkpoint ``state`` as of ``steps_completed``; return the new checkpoint's uuid.
 
-        On failure (disk full, ...) nothing is committed and every earlier checkpoint is intact.
+        Asynchronous by default: it returns once every tensor is copied into a reusable host
+        buffer and the rest of the state is encoded (training may then change ``state``
+        freely); a background thread writes, checksums and commits the checkpoint (then records
+        it and applies retention). At most one save is in flight: a save first waits for the
+        previous one. ``wait=True`` returns only once the checkpoint is committed;
+        :meth:`wait_for_saves` waits for the one in flight.
+
+        A background failure (disk full, ...) commits nothing, leaves earlier checkpoints
+        intact and is raised as :class:`~unbroken.errors.BackgroundSaveError` by the next
+        ``save``/``maybe_save``/step of :meth:`steps`/``wait_for_saves`` and when the run
+        closes. Reports ``stall_s``, ``wait_s``, then ``save_s`` and ``bytes`` in the metrics
+        group ``checkpoint``.
         """
         meta = {**(metadata or {}), **({"metrics": _plain_metrics(metrics)} if metrics else {})}
-        tree, tensors, used_pickle = statefile.capture(state)
-        pending = self.checkpoint.store.begin()
-        try:
-            written = statefile.write(pending.path, tree, tensors, used_pickle)
-        except BaseException:
-            self.checkpoint.store.abort(pending)
-            raise
-        manifest = self.checkpoint.commit(pending, steps_completed, meta, known=written.entries,
-                                          needs_pickle=written.needs_pickle)
+        handle = self._saves.save(state, steps_completed, meta, wait=wait)
         self._last_save_steps = steps_completed
         self._last_save_time = time.monotonic()
-        return manifest.uuid
+        self.train.report_metrics("checkpoint", steps_completed, {"stall_s": handle.stall_s, "wait_s": handle.wait_s})
+        return handle.uuid
+
+    def wait_for_saves(self) -> None:
+        """Block until the save in flight (if any) is committed; raise BackgroundSaveError if it failed."""
+        if self._saver is not None:
+            self._saver.wait()
+
+    @property
+    def _saves(self) -> Saver:
+        if self._saver is None:
+            checkpoint = self.checkpoint
+            self._saver = Saver(
+                checkpoint.store,
+                commit=lambda pending, steps, meta, written: checkpoint.commit(
+                    pending, steps, meta, known=written.entries, needs_pickle=written.needs_pickle),
+                on_committed=self._on_committed)
+        return self._saver
+
+    def _on_committed(self, handle: SaveHandle) -> None:
+        self.train.report_metrics("checkpoint", handle.steps_completed, {"save_s": handle.save_s, "bytes": handle.nbytes})
 
     def maybe_save(self, state: State, steps_completed: int, *, metrics: dict[str, Any] | None = None) -> str | None:
-        """Save if the save policy says so (or a stop was requested); return the uuid or None."""
+        """Save if the save policy says so (or a stop was requested); return the uuid or None.
+
+        Raises BackgroundSaveError if an earlier background save failed.
+        """
+        if self._saver is not None:
+            self._saver.check()
         elapsed = time.monotonic() - self._last_save_time
         if self.preempt.should_preempt() and steps_completed > self._last_save_steps:
             return self.save(state, steps_completed, metrics=metrics)
@@ -200,7 +232,8 @@ class Run:
 
     def _stop_for_preemption(self, state: State | None, steps_completed: int) -> None:
         if state is not None and steps_completed > self._last_save_steps:
-            self.save(state, steps_completed)
+            self.save(state, steps_completed, wait=True)  # committed before the process may exit
+        self.wait_for_saves()
         self._stopped_for_preemption = True
         log.warning("unbroken: %s stopping at step %d (%s); state saved", self._ref, steps_completed,
                     self.preempt.reason)
@@ -215,11 +248,17 @@ class Run:
 
     # -- end -------------------------------------------------------------------------------------
     def close(self, exc: BaseException | None = None) -> str:
-        """Flush metrics, record how the attempt ended, restore signal handlers. Returns the end reason."""
+        """Wait for the save in flight, flush metrics, record how the attempt ended, restore signal
+        handlers. Returns the end reason.
+
+        Raises BackgroundSaveError (after all of that) if a background save failed and the
+        run was otherwise ending without an error.
+        """
         if self._closed:
             return "closed"
         self._closed = True
-        reason, message = self._outcome(exc)
+        save_error = self._finish_saves()
+        reason, message = self._outcome(exc if exc is not None else save_error)
         self._writer.close()
         self.preempt.uninstall()
         if not self.info.supervised or reason != "crashed":
@@ -229,7 +268,16 @@ class Run:
         if not self.info.supervised:
             self._tracker.update_trial(self.info.trial_id, status=status, message=message)
         self._tracker.close()
+        if save_error is not None and exc is None:
+            raise save_error
         return reason
+
+    def _finish_saves(self) -> BackgroundSaveError | None:
+        try:
+            self.wait_for_saves()
+        except BackgroundSaveError as error:  # logged by the writer when it happened
+            return error
+        return None
 
     def _outcome(self, exc: BaseException | None) -> tuple[str, str | None]:
         if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):

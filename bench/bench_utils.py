@@ -1,0 +1,164 @@
+"""Helpers shared by the benchmarks: page cache, dd, disk space, machine description, statistics.
+
+Nothing here knows about checkpoint methods; see ``ckpt_methods`` for those.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+GiB = 1 << 30
+DD_BLOCK = "16M"
+_DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def drop_caches() -> bool:
+    """Write back dirty pages and drop the page cache; return False if the kernel refused.
+
+    Needs root. A False return means "cold" measurements are really warm, and the caller
+    must say so wherever it reports them.
+    """
+    os.sync()
+    try:
+        with open(_DROP_CACHES, "w") as f:
+            f.write("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Return the wall-clock seconds one call of ``fn`` takes."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def median(values: Sequence[float]) -> float | None:
+    """Median of the values that are not None, or None when there are none."""
+    kept = [v for v in values if v is not None]
+    return statistics.median(kept) if kept else None
+
+
+def dd(*operands: str) -> float:
+    """Run ``dd bs=16M status=none <operands>`` and return its wall-clock seconds."""
+    cmd = ["dd", f"bs={DD_BLOCK}", "status=none", *operands]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+def write_random_file(path: Path, n_bytes: int, seed: int = 0, chunk: int = 64 << 20) -> None:
+    """Write ``n_bytes`` of incompressible random bytes to ``path`` and fsync it."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        left = n_bytes
+        while left:
+            n = min(chunk, left)
+            f.write(rng.bytes(n))
+            left -= n
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def check_free_space(path: Path, need_bytes: int) -> int:
+    """Return the free bytes under ``path``; raise SystemExit if fewer than ``need_bytes``."""
+    path.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path).free
+    if free < need_bytes:
+        raise SystemExit(
+            f"not enough free disk space under {path}: {free / GiB:.1f} GiB free, "
+            f"{need_bytes / GiB:.1f} GiB needed (about 3x the largest state)"
+        )
+    return free
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo, in bytes (0 if unreadable)."""
+    return _meminfo().get("MemAvailable", 0)
+
+
+def _meminfo() -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _command_output(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _disk(path: Path) -> str:
+    """Device, file system, and (for a whole disk) model, size and rotational flag."""
+    source_fs = _command_output(["findmnt", "-n", "-o", "SOURCE,FSTYPE", "-T", str(path)])
+    device = source_fs.split()[0] if source_fs != "unknown" else ""
+    details = _command_output(["lsblk", "-d", "-n", "-P", "-o", "MODEL,SIZE,ROTA", device]) if device else ""
+    return f"{source_fs} ({details or 'no lsblk details'})"
+
+
+def machine_info(workdir: Path) -> dict[str, str]:
+    """Describe the machine the numbers come from."""
+    import numpy
+    import torch
+
+    try:
+        import safetensors
+
+        st_version = safetensors.__version__
+    except ImportError:
+        st_version = "not installed"
+    return {
+        "cpu": _cpu_model(),
+        "cores": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "ram": f"{_meminfo().get('MemTotal', 0) / GiB:.1f} GiB",
+        "disk (workdir)": _disk(workdir),
+        "workdir": str(workdir),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "safetensors": st_version,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Render a GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    """Format a number for a table; None (not measured) becomes an en dash."""
+    return "–" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,147 @@
+"""Saving States into a checkpoint store: synchronously, or snapshot now and persist in the background.
+
+``Saver.save(state, steps, wait=False)`` blocks the caller only for a snapshot (every tensor
+copied into one reusable host buffer laid out like the tensor file, the JSON tree encoded);
+a background thread writes the files, checksums them and commits (files fsynced, manifest
+last, atomic rename; then whatever ``commit`` adds: index record, retention). At most one
+save is in flight: the next save first waits for it.
+
+A background failure is never lost: it is raised as
+:class:`~unbroken.errors.BackgroundSaveError` (cause chained) by the next :meth:`Saver.save`,
+:meth:`Saver.check` or :meth:`Saver.wait`, once. A failed save leaves nothing visible, and
+earlier checkpoints are untouched (the store commits atomically).
+
+``wait=True`` writes in the caller's thread and returns once committed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from . import manifest as manifest_mod, statefile
+from .manifest import Manifest
+from .snapshot import Snapshot, Snapshotter
+from .state import State
+from .store import CheckpointStore, PendingCheckpoint
+from .writer import BackgroundWriter, SaveHandle
+
+#: ``commit(pending, steps_completed, metadata, written) -> Manifest``
+Commit = Callable[[PendingCheckpoint, int, dict, statefile.Written], Manifest]
+
+
+def store_commit(store: CheckpointStore) -> Commit:
+    """A plain store commit (no index, no retention)."""
+    return lambda pending, steps, metadata, written: store.commit(
+        pending, steps, metadata, known=written.entries, needs_pickle=written.needs_pickle)
+
+
+class Saver:
+    """Saves States into ``store``; see the module docstring.
+
+    ``on_committed(handle)`` runs on the writer thread after each asynchronous commit (and
+    in the caller after a synchronous one); it must be quick and thread-safe.
+    """
+
+    def __init__(self, store: CheckpointStore, *, commit: Commit | None = None,
+                 on_committed: Callable[[SaveHandle], None] | None = None):
+        self.store = store
+        self._commit = commit or store_commit(store)
+        self._on_committed = on_committed
+        self._snapshots = Snapshotter()
+        self._writer = BackgroundWriter()
+
+    # -- saving --------------------------------------------------------------------------------
+    def save(self, state: State, steps_completed: int, metadata: dict[str, Any] | None = None, *,
+             wait: bool = False, uuid: str | None = None) -> SaveHandle:
+        """Checkpoint ``state``; return its handle (its ``uuid`` is final at once).
+
+        Raises BackgroundSaveError first if an earlier background save failed. With
+        ``wait=False`` it returns after the snapshot; ``handle.wait()`` or :meth:`wait`
+        returns once committed.
+        """
+        t0 = time.monotonic()
+        waited = self._writer.wait()
+        self.check()
+        steps_completed, metadata = _checked(steps_completed, metadata)
+        tree, tensors, used_pickle = statefile.capture(state)
+        handle = SaveHandle(uuid or manifest_mod.new_uuid(), steps_completed)
+        handle.started, handle.wait_s = t0, waited
+        if wait:
+            handle.manifest = self._persist_live(handle, tree, tensors, used_pickle, metadata)
+            handle.stall_s = time.monotonic() - t0
+            handle._finish(manifest=handle.manifest)
+            return handle
+        snapshot = self._snapshots.take(tree, tensors, used_pickle)
+        handle.nbytes = snapshot.nbytes
+        handle.stall_s = time.monotonic() - t0
+        self._writer.start(handle, lambda: self._persist_snapshot(handle, snapshot, metadata))
+        return handle
+
+    def check(self) -> None:
+        """Raise BackgroundSaveError if a background save failed and nobody was told yet."""
+        failed = self._writer.unreported_failure()
+        if failed is not None:
+            raise failed.failure() from failed.error
+
+    def wait(self) -> float:
+        """Wait until the save in flight (if any) is committed; return the seconds waited.
+
+        Raises BackgroundSaveError if it (or an earlier unreported one) failed.
+        """
+        waited = self._writer.wait()
+        self.check()
+        return waited
+
+    @property
+    def in_flight(self) -> SaveHandle | None:
+        """The save being written now, or None."""
+        return self._writer.current if self._writer.busy() else None
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Host memory kept for snapshots between saves."""
+        return self._snapshots.buffer_bytes
+
+    def release_buffer(self) -> None:
+        """Free the snapshot buffer (after waiting for the save in flight)."""
+        self._writer.wait()
+        self._snapshots.release()
+
+    # -- persisting ----------------------------------------------------------------------------
+    def _persist_snapshot(self, handle: SaveHandle, snapshot: Snapshot, metadata: dict) -> Manifest:
+        return self._persist(handle, metadata, lambda path: statefile.write_snapshot(path, snapshot))
+
+    def _persist_live(self, handle: SaveHandle, tree: dict, tensors: dict, used_pickle: bool,
+                      metadata: dict) -> Manifest:
+        return self._persist(handle, metadata, lambda path: statefile.write(path, tree, tensors, used_pickle))
+
+    def _persist(self, handle: SaveHandle, metadata: dict, write: Callable[[Any], statefile.Written]) -> Manifest:
+        pending = self.store.begin(handle.uuid)
+        try:
+            written = write(pending.path)
+        except BaseException:
+            self.store.abort(pending)
+            raise
+        handle.nbytes = sum(e.size for e in written.entries.values())
+        manifest = self._commit(pending, handle.steps_completed, metadata, written)
+        handle.save_s = time.monotonic() - handle.started
+        if self._on_committed is not None:
+            self._on_committed(handle)
+        return manifest
+
+
+def _checked(steps_completed: Any, metadata: Any) -> tuple[int, dict]:
+    """Validate in the caller's thread what the commit would refuse later; copy the metadata."""
+    if isinstance(steps_completed, bool) or not isinstance(steps_completed, int) or steps_completed < 0:
+        raise ConfigError(f"steps_completed must be a non-negative int, not {steps_completed!r}")
+    if metadata is None:
+        return steps_completed, {}
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"checkpoint metadata must be a dict, not {type(metadata).__name__}")
+    try:
+        return steps_completed, json.loads(json.dumps(metadata, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"checkpoint metadata must be JSON (no NaN, no objects): {exc}") from None
