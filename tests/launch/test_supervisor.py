@@ -82,6 +82,17 @@ def test_chaos_ten_kills_end_bitwise_equal_with_eleven_attempts(tmp_path):
     assert all(Path(x.log_path).exists() for x in attempts)
 
 
+def test_max_total_failures_ignores_progress(tmp_path):
+    script = tmp_path / "flaky.py"
+    script.write_text(FLAKY)
+    sup = unbroken_run(tmp_path, "--name", "capped", "--max-restarts", "5", "--max-total-failures", "1",
+                       "--backoff", "0", "--", sys.executable, str(script), "progress-crash,progress-crash,finish")
+    _, err = sup.communicate(timeout=60)
+    assert sup.returncode == 1 and "max_total_failures(1)" in err
+    _, attempts = attempts_of(tmp_path, "capped")
+    assert [a.end_reason for a in attempts] == ["crashed", "crashed"]
+
+
 def test_always_failing_command_stops_after_exactly_n_restarts(tmp_path):
     sup = unbroken_run(tmp_path, "--name", "fails", "--max-restarts", "2", "--backoff", "0", "--",
                        sys.executable, "-c", "import sys; print('boom', flush=True); sys.exit(3)")

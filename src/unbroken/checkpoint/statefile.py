@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptCheckpoint, StateMismatch, StorageError
-from ..storage.local import storage_error
+from ..storage.local import storage_error, write_durably
 from . import arrays, checksum, codec, reader, writer
 from .manifest import FileEntry, Manifest
 from .snapshot import Snapshot, encode_json, plan
@@ -195,14 +195,8 @@ def _read_file(directory: Path, uuid: str, entry: FileEntry) -> bytearray:
 
 
 def _write_small(path: Path, data: bytes) -> str:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write a new file durably; return its CRC32C."""
+    write_durably(path, data)
     return checksum.to_hex(checksum.update(0, data))
 
 

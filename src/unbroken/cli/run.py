@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..errors import UnbrokenError
-from ..launch.restart import exponential_backoff, max_failures, max_total_failures
+from ..launch import restart
 from ..launch.supervisor import RunConfig, Supervisor
 
 
@@ -63,12 +63,12 @@ def run_command(ctx, name, fresh, trial, slurm, max_requeues, max_restarts, max_
     Exit status: 0 completed; 75 preempted or time limit (it saved: run again to resume);
     1 out of restarts or could not start; 130 cancelled.
     """
-    stop = max_failures(max_restarts)
+    stop = restart.max_failures(max_restarts)
     if max_total_failures is not None:
-        stop = stop | max_total_failures(max_total_failures)
+        stop = stop | restart.max_total_failures(max_total_failures)
     try:
         config = RunConfig(command=list(command), name=name, home=ctx.obj.get("home"), fresh=fresh, trial=trial, stop=stop,
-                           wait=exponential_backoff(backoff, max(backoff, backoff_max)), grace=grace,
+                           wait=restart.exponential_backoff(backoff, max(backoff, backoff_max)), grace=grace,
                            preempt_signal=preempt_signal, time_limit=parse_duration(time_limit),
                            margin=parse_duration(margin), reset_after=parse_duration(reset_after))
         code = Supervisor(config, _environment(slurm, max_requeues)).run()

@@ -74,7 +74,7 @@ class LocalStorage(Storage):
                 raise StorageError(errno.EEXIST, f"cannot publish {final}: it exists already")
             for path in _files_below(staged):
                 fsync_path(path)
-            _write_durably(staged / manifest_name, manifest)
+            write_durably(staged / manifest_name, manifest)
             for sub in _dirs_below(staged):
                 fsync_path(sub, directory=True)
             os.rename(staged, final)
@@ -176,7 +176,8 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"invalid storage directory name {name!r}")
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) with ``data`` and fsync it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
