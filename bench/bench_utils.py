@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 GiB = 1 << 30
-DD_BLOCK = "16M"
+DD_BLOCK_BYTES = 16 << 20
 _DROP_CACHES = "/proc/sys/vm/drop_caches"
 
 
@@ -49,10 +49,26 @@ def median(values: Sequence[float]) -> float | None:
 
 def dd(*operands: str) -> float:
     """Run ``dd bs=16M status=none <operands>`` and return its wall-clock seconds."""
-    cmd = ["dd", f"bs={DD_BLOCK}", "status=none", *operands]
+    return dd_parallel([operands])
+
+
+def dd_parallel(jobs: Sequence[Sequence[str]]) -> float:
+    """Run one ``dd bs=16M status=none <operands>`` per job at once; seconds until all end."""
+    cmds = [["dd", f"bs={DD_BLOCK_BYTES}", "status=none", *ops] for ops in jobs]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
+    procs = [subprocess.Popen(cmd) for cmd in cmds]
+    codes = [p.wait() for p in procs]
+    seconds = time.perf_counter() - t0
+    for cmd, code in zip(cmds, codes):
+        if code:
+            raise subprocess.CalledProcessError(code, cmd)
+    return seconds
+
+
+def stripes(n_blocks: int, ways: int) -> list[tuple[int, int]]:
+    """(first block, block count) of ``ways`` contiguous stripes covering ``n_blocks``."""
+    per = -(-n_blocks // ways)
+    return [(k * per, min(per, n_blocks - k * per)) for k in range(ways) if k * per < n_blocks]
 
 
 def write_random_file(path: Path, n_bytes: int, seed: int = 0, chunk: int = 64 << 20) -> None:

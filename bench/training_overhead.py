@@ -180,7 +180,7 @@ def write_report(out: Path, data: dict) -> None:
         f"{data['n_tensors']} tensors; {data['steps']} steps per run; a save every "
         f"{data['config']['interval']:g} s of training; 2 most recent checkpoints kept.",
         f"Baseline runs (first and last): {', '.join(f'{v:.1f} s' for v in b)}; their spread, "
-        f"{noise:.1f} %, is the noise floor of the overhead column.",
+        f"{noise:.1f} %, is the noise floor of the 'vs baseline runs' column.",
         markdown_table(header, overheads(data["runs"], b, data["steps"])),
         "blocked = time inside save calls (incl. waiting for the previous save), pruning, and "
         "the final wait. overhead % vs baseline runs = wall over the mean baseline wall. "
