@@ -25,13 +25,13 @@ from unbroken.tracking import Tracker
 from procs import child_env, example_cmd, run_example
 
 pytestmark = pytest.mark.slow
-ARGS = ["--steps", "120", "--save-every", "4", "--hidden", "768", "--step-time", "0.01"]
+ARGS = ["--steps", "200", "--save-every", "4", "--hidden", "768", "--step-time", "0.01"]
 
 
 def final_checkpoint(home: Path, name: str) -> Path:
     store = CheckpointStore(LocalStorage(home / "experiments" / name / "trial-1" / "checkpoints"))
     newest = store.newest_good()
-    assert newest is not None and newest.steps_completed == 120
+    assert newest is not None and newest.steps_completed == 200
     return store.local_path(newest.uuid)
 
 
@@ -72,14 +72,15 @@ def test_sigkill_chaos_ends_bitwise_equal(tmp_path):
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         if proc.returncode == 0:
-            break  # it finished before the kill: fine, the comparison below still applies
+            break  # it finished before the kill: the checks below still apply
         assert proc.returncode == -signal.SIGKILL
         kills += 1
         seen.update(committed_steps(ckpt_dir))
     assert kills >= 5 and during_save >= 2, (kills, during_save)
 
-    last = run_example("torch_train.py", chaos_home, "--name", "chaos", *ARGS)
-    assert last.returncode == 0, last.stderr
+    if proc.returncode != 0:
+        last = run_example("torch_train.py", chaos_home, "--name", "chaos", *ARGS)
+        assert last.returncode == 0, last.stderr
 
     ref, chaos = final_checkpoint(ref_home, "ref"), final_checkpoint(chaos_home, "chaos")
     ref_tensors, chaos_tensors = load_file(str(ref / "tensors.safetensors")), load_file(str(chaos / "tensors.safetensors"))
