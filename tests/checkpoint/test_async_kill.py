@@ -52,6 +52,11 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def writing(root: Path) -> bool:
+    """True while a staging directory exists (the writer creates the folder on its first save)."""
+    return root.exists() and any(p.name.startswith(".tmp-") for p in root.iterdir())
+
+
 def check_all_committed(root: Path) -> list[int]:
     """Every committed checkpoint verifies and holds exactly its step's state."""
     store = CheckpointStore(LocalStorage(root))
@@ -80,12 +85,12 @@ def test_sigkill_during_background_writes_never_exposes_a_partial_checkpoint(tmp
             if attempt % 2 == 0:
                 # Kill while a staging directory exists: a background write is in flight.
                 end = time.monotonic() + 10
-                while time.monotonic() < end and not any(p.name.startswith(".tmp-") for p in root.iterdir()):
+                while time.monotonic() < end and not writing(root):
                     time.sleep(0.0002)
                 time.sleep(rng.uniform(0, 0.05))
             else:
                 time.sleep(rng.uniform(0, 0.6))
-            in_flight = any(p.name.startswith(".tmp-") for p in root.iterdir())
+            in_flight = writing(root)
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
