@@ -80,6 +80,12 @@ class Saver:
         self._writer.start(handle, lambda: self._persist_snapshot(handle, snapshot, metadata))
         return handle
 
+    def prepare(self, state: State) -> None:
+        """Get the snapshot buffer for ``state`` ready on a background thread (call it early, e.g.
+        after a restore), so the first asynchronous save does not stall on allocating it."""
+        _tree, tensors, _used_pickle = statefile.capture(state)
+        self._snapshots.reserve(tensors)
+
     def check(self) -> None:
         """Raise BackgroundSaveError if a background save failed and nobody was told yet."""
         failed = self._writer.unreported_failure()

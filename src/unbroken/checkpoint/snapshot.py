@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,8 @@ class Snapshotter:
 
     def __init__(self) -> None:
         self._buffer: HostBuffer | None = None
+        self._reserving: threading.Thread | None = None
+        self._reserved: HostBuffer | None = None
 
     @property
     def buffer_bytes(self) -> int:
@@ -77,16 +80,43 @@ class Snapshotter:
 
     def release(self) -> None:
         """Drop the buffer (the next snapshot allocates a new one)."""
-        self._buffer = None
+        self._collect_reserved()
+        self._buffer = self._reserved = None
+
+    def reserve(self, tensors: dict[str, Any]) -> None:
+        """Allocate and fault in, on a background thread, the buffer a snapshot of ``tensors`` needs.
+
+        The first snapshot then finds its memory ready instead of paying for the page faults of
+        a state-sized allocation while training waits. The next :meth:`take` waits for this.
+        """
+        self._collect_reserved()
+        file_size = plan(tensors)[1].file_size
+        pinned = _pinned(tensors)
+        if self._fits(self._buffer, file_size, pinned):
+            return
+
+        def allocate() -> None:
+            try:
+                buffer = HostBuffer(_capacity_for(file_size), pinned=pinned)
+                buffer.array.fill(0)  # fault every page in now (numpy releases the GIL)
+                self._reserved = buffer
+            except Exception:  # noqa: BLE001 - only an optimisation: take() allocates if this failed
+                self._reserved = None
+
+        self._reserving = threading.Thread(target=allocate, name="unbroken-reserve", daemon=True)
+        self._reserving.start()
+
+    def _collect_reserved(self) -> None:
+        if self._reserving is not None:
+            self._reserving.join()
+            self._reserving = None
 
     def take(self, tree: dict[str, Any], tensors: dict[str, Any], needs_pickle: bool) -> Snapshot:
         """Copy ``tensors`` and encode ``tree`` now; see the module docstring."""
         json_bytes = encode_json(tree)
         header_bytes, header = plan(tensors)
         torch = sys.modules.get("torch")
-        devices = set()
-        if torch is not None:
-            devices = {v.device for v in tensors.values() if isinstance(v, torch.Tensor) and v.device.type == "cuda"}
+        devices = _cuda_devices(tensors)
         image = self._image(header.file_size, pinned=bool(devices))
         image.array[:header.data_start] = memoryview(header_bytes)
         as_tensor = image.tensor() if torch is not None and any(isinstance(v, torch.Tensor) for v in tensors.values()) else None
@@ -103,10 +133,35 @@ class Snapshotter:
         return Snapshot(header, image, json_bytes, needs_pickle)
 
     def _image(self, file_size: int, pinned: bool) -> HostBuffer:
-        need = round_up(max(file_size, 1))
-        buffer = self._buffer
-        # Reuse while it fits and is not much larger than needed (a shrunken state frees memory).
-        if buffer is None or buffer.pinned != pinned or buffer.capacity < need or buffer.capacity > 2 * need + (64 << 20):
+        self._collect_reserved()
+        if not self._fits(self._buffer, file_size, pinned):
             self._buffer = None  # free the old one before allocating the new one
-            buffer = self._buffer = HostBuffer(need, pinned=pinned)
-        return buffer
+            if self._fits(self._reserved, file_size, pinned):
+                self._buffer = self._reserved
+            else:
+                self._buffer = HostBuffer(_capacity_for(file_size), pinned=pinned)
+        self._reserved = None
+        return self._buffer
+
+    @staticmethod
+    def _fits(buffer: HostBuffer | None, file_size: int, pinned: bool) -> bool:
+        """Reuse while it fits and is not much larger than needed (a shrunken state frees memory)."""
+        need = round_up(max(file_size, 1))
+        return buffer is not None and buffer.pinned == pinned and need <= buffer.capacity <= 2 * need + (64 << 20)
+
+
+def _capacity_for(file_size: int) -> int:
+    """Room for the file and some growth (a longer header: renamed or added small tensors), in
+    whole huge pages, so that the next snapshots still fit."""
+    return round_up(file_size + max(1 << 20, file_size // 64), 2 << 20)
+
+
+def _cuda_devices(tensors: dict[str, Any]) -> set:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return set()
+    return {v.device for v in tensors.values() if isinstance(v, torch.Tensor) and v.device.type == "cuda"}
+
+
+def _pinned(tensors: dict[str, Any]) -> bool:
+    return bool(_cuda_devices(tensors))

@@ -80,7 +80,38 @@ def write_streamed(path: str | os.PathLike[str], header_bytes: bytes, segments: 
     that must be copied to the host first (a GPU tensor) is copied only when its turn comes.
     """
     chunk = min(CHUNK, round_up(max(size, 1)))
-    buffers = [HostBuffer(chunk), HostBuffer(chunk) if size > chunk else None]
+    buffers = _take_bounce(chunk, 2 if size > chunk else 1)
+    try:
+        return _write_streamed(path, header_bytes, segments, size, chunk, buffers)
+    finally:
+        _give_bounce(buffers)
+
+
+#: Bounce buffers kept for the next synchronous save (faulting 128 MiB in anew each time costs
+#: more than the copy through them).
+_bounce_pool: list[HostBuffer] = []
+_bounce_lock = threading.Lock()
+
+
+def _take_bounce(chunk: int, n: int) -> list[HostBuffer | None]:
+    with _bounce_lock:
+        kept = [b for b in _bounce_pool if b.capacity >= chunk][:n]
+        for b in kept:
+            _bounce_pool.remove(b)
+    while len(kept) < n:
+        kept.append(HostBuffer(chunk))
+    return [*kept, None] if n == 1 else kept
+
+
+def _give_bounce(buffers: list[HostBuffer | None]) -> None:
+    with _bounce_lock:
+        for b in buffers:
+            if b is not None and b.capacity == CHUNK and len(_bounce_pool) < 2:
+                _bounce_pool.append(b)
+
+
+def _write_streamed(path: str | os.PathLike[str], header_bytes: bytes, segments: Iterable[Any], size: int,
+                    chunk: int, buffers: list[HostBuffer | None]) -> int:
     direct = direct_io_enabled()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -258,7 +289,8 @@ class SaveHandle:
 
     def _finish(self, manifest: Any = None, error: BaseException | None = None) -> None:
         self.manifest, self.error = manifest, error
-        self.save_s = time.monotonic() - self.started
+        if self.save_s is None:
+            self.save_s = time.monotonic() - self.started
         self._done.set()
 
     def __repr__(self) -> str:

@@ -138,8 +138,10 @@ class Run:
                                          restored_steps=manifest.steps_completed)
             log.info("unbroken: %s resumed from checkpoint %s at step %d", self._ref, manifest.uuid,
                      manifest.steps_completed)
+            self._prepare_saves(state)
             return manifest.steps_completed
         log.info("unbroken: %s starts from scratch (no checkpoint)", self._ref)
+        self._prepare_saves(state)
         return 0
 
     def save(self, state: State, steps_completed: int, *, metrics: dict[str, Any] | None = None,
@@ -181,6 +183,13 @@ class Run:
                     pending, steps, meta, known=written.entries, needs_pickle=written.needs_pickle),
                 on_committed=self._on_committed)
         return self._saver
+
+    def _prepare_saves(self, state: State) -> None:
+        """Fault in the snapshot buffer in the background now, not during the first save."""
+        try:
+            self._saves.prepare(state)
+        except Exception as exc:  # noqa: BLE001 - an optimisation; the save itself reports real problems
+            log.debug("unbroken: could not prepare the snapshot buffer: %s", exc)
 
     def _on_committed(self, handle: SaveHandle) -> None:
         self.train.report_metrics("checkpoint", handle.steps_completed, {"save_s": handle.save_s, "bytes": handle.nbytes})
