@@ -8,14 +8,19 @@ catch the whole family with one clause::
      ├── StorageError             reading or writing bytes failed (disk full, permission, I/O)
      ├── CheckpointError          a checkpoint cannot be used
      │    ├── CheckpointNotFound       no checkpoint with that id (or no checkpoint at all)
+     │    │    └── CheckpointGone          it was deleted (by retention or gc) while being read
      │    ├── CorruptCheckpoint        the files do not match the manifest (or the manifest is bad)
-     │    ├── UnsafePathError          a manifest names a path outside its directory
-     │    ├── TensorFileError          a tensor file is not a valid safetensors file
+     │    │    ├── UnsafePathError         a manifest names a path outside its directory
+     │    │    └── TensorFileError         a tensor file is not a valid safetensors file
+     │    ├── UnsupportedFormatVersion written by a newer unbroken: upgrade to read it (not corrupt)
      │    ├── PickleNotAllowed         restoring would execute pickle and the caller did not opt in
-     │    └── StateMismatch            the saved state does not fit the objects it is loaded into
+     │    ├── StateMismatch            the saved state does not fit the objects it is loaded into
+     │    ├── UnsupportedValue         a value in a State cannot be saved (type, dtype, range)
+     │    └── BackgroundSaveError      an asynchronous save failed; raised at the next call
      ├── TrackingError            the tracking index (SQLite) cannot be read or written
      │    └── NotFound                 no experiment / trial / attempt with that name or id
-     ├── BackgroundSaveError      an asynchronous save failed; raised at the next call
+     │         └── TrialNotFound           no trial with that name or number
+     ├── TrialBusy                another live process writes this trial (the message names it)
      └── LaunchError              the supervisor or a scheduler could not start or control a job
 
     UnbrokenWarning
@@ -45,6 +50,17 @@ class CheckpointNotFound(CheckpointError, LookupError):
     """No checkpoint with that id, or no checkpoint at all."""
 
 
+class CheckpointGone(CheckpointNotFound):
+    """The checkpoint was deleted (retention, ``gc``, another process) while it was being read.
+
+    Not a sign of damage: readers report it as gone, never as corrupt.
+    """
+
+
+class UnsupportedFormatVersion(CheckpointError):
+    """The checkpoint was written in a newer format than this unbroken reads; upgrade unbroken."""
+
+
 class CorruptCheckpoint(CheckpointError):
     """A checkpoint's files do not match its manifest, or its manifest is invalid."""
 
@@ -65,6 +81,17 @@ class StateMismatch(CheckpointError):
     """The saved state does not fit the objects it is being loaded into."""
 
 
+class UnsupportedValue(CheckpointError, ValueError):
+    """A value handed to a save cannot be stored (its type, dtype or range); the message names it."""
+
+
+class BackgroundSaveError(CheckpointError):
+    """An asynchronous save failed in the background; the cause is chained.
+
+    Nothing of that save was committed; earlier checkpoints are intact.
+    """
+
+
 class TrackingError(UnbrokenError):
     """The tracking index cannot be read or written."""
 
@@ -73,8 +100,12 @@ class NotFound(TrackingError, LookupError):
     """No experiment, trial or attempt with that name or id."""
 
 
-class BackgroundSaveError(UnbrokenError):
-    """An asynchronous save failed in the background; the cause is chained."""
+class TrialNotFound(NotFound):
+    """No trial with that experiment name and number."""
+
+
+class TrialBusy(UnbrokenError):
+    """Another live process (named in the message: host, pid, since when) is writing this trial."""
 
 
 class LaunchError(UnbrokenError):
