@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from unbroken.checkpoint import CheckpointStore, State, statefile
+from unbroken.checkpoint.saving import statefile
+from unbroken.checkpoint import CheckpointStore, State
 from unbroken.storage import LocalStorage
 
 

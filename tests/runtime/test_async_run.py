@@ -45,7 +45,7 @@ def test_save_returns_a_uuid_that_is_committed_once_waited_for_and_reports_metri
     with unbroken.init("exp", home=home) as run:
         target = unbroken.State(w=torch.zeros(1000), rng=False)
         store = run.checkpoint.store
-        from unbroken.checkpoint import statefile
+        from unbroken.checkpoint.saving import statefile
         statefile.restore(target, store.local_path(uuid), store.manifest(uuid))
         assert torch.equal(target.w, torch.arange(1000.0))
     names = {p.name for p in Tracker(home / "unbroken.db").metrics(trial_id, group="checkpoint")}

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any, Mapping, MutableMapping
 
 from ..storage import LocalStorage
-from . import statefile
-from .manifest import Manifest
-from .saver import Saver
-from .state import State
-from .store import CheckpointStore
-from .writer import SaveHandle
+from .saving import statefile
+from .format.manifest import Manifest
+from .saving.saver import Saver
+from .saving.state import State
+from .store.catalog import CheckpointStore
+from .io.writer import SaveHandle
 
 _savers: dict[Path, Saver] = {}
 _lock = threading.Lock()

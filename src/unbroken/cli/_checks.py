@@ -1,7 +1,7 @@
 """Checkpoint folders as the CLI sees them: list, re-checksum (with progress), copy verified.
 
 Verification reads every file in chunks, feeding a progress callback, and compares size and
-CRC32C with the manifest (:func:`unbroken.checkpoint.store.check_entry`). A copy checks the very
+CRC32C with the manifest (:func:`unbroken.checkpoint.store.catalog.check_entry`). A copy checks the very
 bytes it writes, so an export is verified in the same single pass.
 """
 
@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..checkpoint import checksum
-from ..checkpoint import manifest as manifest_mod
-from ..checkpoint.manifest import FileEntry, Manifest
-from ..checkpoint.store import check_entry
+from ..checkpoint.format import checksum
+from ..checkpoint.format import manifest as manifest_mod
+from ..checkpoint.format.manifest import FileEntry, Manifest
+from ..checkpoint.store.catalog import check_entry
 from ..config import MANIFEST_NAME
 from ..errors import CheckpointNotFound, CorruptCheckpoint
 from ._resolve import Target

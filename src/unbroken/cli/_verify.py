@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..checkpoint.statefile import STATE_JSON, TENSORS_FILE
+from ..checkpoint.saving.statefile import STATE_JSON, TENSORS_FILE
 from ..errors import CorruptCheckpoint, NotFound
 from . import _checks
 from . import _output as out

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..checkpoint import CheckpointStore, Manifest, PendingCheckpoint, RetentionPolicy
-from ..checkpoint.manifest import FileEntry
-from ..checkpoint.retention import to_delete
+from ..checkpoint.format.manifest import FileEntry
+from ..checkpoint.store.retention import to_delete
 from ..config import MANIFEST_NAME
 from ..errors import CheckpointNotFound, ConfigError, CorruptCheckpointWarning, NotFound, TrackingError
 from ..tracking import Tracker

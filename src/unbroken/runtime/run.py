@@ -23,9 +23,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..checkpoint import CheckpointStore, RetentionPolicy, State, keep_latest, statefile
-from ..checkpoint.saver import Saver
-from ..checkpoint.writer import SaveHandle
+from ..checkpoint.saving import statefile
+from ..checkpoint import CheckpointStore, RetentionPolicy, State, keep_latest
+from ..checkpoint.saving.saver import Saver
+from ..checkpoint.io.writer import SaveHandle
 from ..config import (ENV_ATTEMPT, ENV_EXPERIMENT, ENV_TRIAL, EXIT_PREEMPTED, check_name, resolve_home,
                       trial_dir)
 from ..errors import BackgroundSaveError, ConfigError, CorruptCheckpoint

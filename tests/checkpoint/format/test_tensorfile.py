@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from unbroken.checkpoint import arrays, tensorfile
+from unbroken.checkpoint.format import arrays
+from unbroken.checkpoint.format import tensorfile
 from unbroken.errors import ConfigError, TensorFileError
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unbroken.checkpoint import keep_all, keep_best, keep_every, keep_latest
-from unbroken.checkpoint.manifest import Manifest
-from unbroken.checkpoint.retention import RetentionPolicy, metric_value, to_delete
+from unbroken.checkpoint.format.manifest import Manifest
+from unbroken.checkpoint.store.retention import RetentionPolicy, metric_value, to_delete
 from unbroken.errors import ConfigError
 
 

@@ -39,12 +39,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import CorruptCheckpoint, StorageError, TensorFileError
-from . import arrays, checksum, tensorfile
+from ...errors import CorruptCheckpoint, StorageError, TensorFileError
+from ..format import arrays
+from ..format import checksum
+from ..format import tensorfile
 from .hostmem import HostBuffer
-from .manifest import FileEntry
-from .store import check_entry
-from .tensorfile import Header, TensorEntry
+from ..format.manifest import FileEntry
+from ..store.catalog import check_entry
+from ..format.tensorfile import Header, TensorEntry
 
 #: Bytes per read of the verifying pass (16 MiB reads, each checksummed at once, read a cold
 #: file as fast as ``dd bs=16M`` on the machines measured; explicit POSIX_FADV_WILLNEED

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from unbroken.checkpoint import CheckpointStore, State, statefile
+from unbroken.checkpoint.saving import statefile
+from unbroken.checkpoint import CheckpointStore, State
 from unbroken.errors import CorruptCheckpoint, PickleNotAllowed, TensorFileError
 from unbroken.storage import LocalStorage
 

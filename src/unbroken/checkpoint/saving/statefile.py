@@ -18,13 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptCheckpoint, StateMismatch, StorageError
-from ..storage.local import storage_error, write_durably
-from . import arrays, checksum, codec, reader, writer
-from .manifest import FileEntry, Manifest
-from .snapshot import Snapshot, encode_json, plan
+from ...errors import CorruptCheckpoint, StateMismatch, StorageError
+from ...storage.local import storage_error, write_durably
+from ..format import arrays
+from ..format import checksum
+from ..format import codec
+from ..io import reader
+from ..io import writer
+from ..format.manifest import FileEntry, Manifest
+from ..io.snapshot import Snapshot, encode_json, plan
 from .state import State, _kind as kind_of
-from .store import check_entry
+from ..store.catalog import check_entry
 
 STATE_JSON = "state.json"
 TENSORS_FILE = "tensors.safetensors"
@@ -211,7 +215,7 @@ def restore(state: State, directory: Path, manifest: Manifest, *, allow_pickle: 
     entries fit ``state`` (names and kinds; see :mod:`.reader` for the contract).
     """
     if manifest.needs_pickle and not allow_pickle:
-        from ..errors import PickleNotAllowed
+        from ...errors import PickleNotAllowed
         raise PickleNotAllowed(
             f"checkpoint {manifest.uuid} holds pickled Python objects; restoring them executes code "
             "from the checkpoint. Pass allow_pickle=True only if you trust where it came from"

@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from unbroken.checkpoint import codec
+from unbroken.checkpoint.format import codec
 from unbroken.errors import ConfigError, CorruptCheckpoint, PickleNotAllowed
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, TensorFileError
+from ...errors import ConfigError, TensorFileError
 
 _NUMPY_TO_ST = {
     "float64": "F64", "float32": "F32", "float16": "F16",

@@ -14,7 +14,8 @@ import pytest
 from ckpt_helpers import flip_byte, fresh_store, restore, save, truncate
 from oshelpers import dead_pid, free_bytes
 
-from unbroken.checkpoint import CheckpointStore, State, manifest as manifest_mod
+from unbroken.checkpoint.format import manifest as manifest_mod
+from unbroken.checkpoint import CheckpointStore, State
 from unbroken.errors import (
     CheckpointNotFound, ConfigError, CorruptCheckpoint, StorageError, UnsafePathError,
 )

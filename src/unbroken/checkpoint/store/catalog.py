@@ -16,12 +16,13 @@ import stat
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..config import MANIFEST_NAME
-from ..errors import CheckpointNotFound, ConfigError, CorruptCheckpoint, StorageError
-from ..storage import Storage
-from ..storage.local import storage_error
-from . import checksum, manifest as manifest_mod
-from .manifest import FileEntry, Manifest
+from ...config import MANIFEST_NAME
+from ...errors import CheckpointNotFound, ConfigError, CorruptCheckpoint, StorageError
+from ...storage import Storage
+from ...storage.local import storage_error
+from ..format import checksum
+from ..format import manifest as manifest_mod
+from ..format.manifest import FileEntry, Manifest
 
 
 @dataclasses.dataclass

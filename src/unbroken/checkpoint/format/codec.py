@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ConfigError, PickleNotAllowed, CorruptCheckpoint
+from ...errors import ConfigError, PickleNotAllowed, CorruptCheckpoint
 
 _TAGS = ("__tensor__", "__tuple__", "__dict__", "__bytes__", "__npscalar__", "__pickle__", "__float__")
 

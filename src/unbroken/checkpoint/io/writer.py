@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import BackgroundSaveError
-from . import checksum
+from ...errors import BackgroundSaveError
+from ..format import checksum
 from .hostmem import ALIGN, HostBuffer, round_up
 
 log = logging.getLogger("unbroken")

@@ -13,7 +13,7 @@ import torch
 from ckpt_helpers import fresh_store, restore, save
 
 from unbroken.checkpoint import CheckpointStore, State
-from unbroken.checkpoint.state import capture_global_rng, restore_global_rng
+from unbroken.checkpoint.saving.state import capture_global_rng, restore_global_rng
 from unbroken.errors import ConfigError, StateMismatch
 from unbroken.storage import LocalStorage
 
@@ -239,7 +239,8 @@ NUMPY_ONLY = textwrap.dedent("""
     from pathlib import Path
     import numpy as np
     import unbroken
-    from unbroken.checkpoint import CheckpointStore, State, statefile
+    from unbroken.checkpoint.saving import statefile
+    from unbroken.checkpoint import CheckpointStore, State
     from unbroken.storage import LocalStorage
 
     store = CheckpointStore(LocalStorage(Path(sys.argv[1])))

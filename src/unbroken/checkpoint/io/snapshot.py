@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from . import arrays, tensorfile
+from ..format import arrays
+from ..format import tensorfile
 from .hostmem import HostBuffer, round_up
-from .tensorfile import Header
+from ..format.tensorfile import Header
 
 TENSOR_METADATA = {"format": "pt", "producer": "unbroken"}
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
-from ..errors import ConfigError
-from .manifest import Manifest
+from ...errors import ConfigError
+from ..format.manifest import Manifest
 
 
 class RetentionPolicy:

@@ -14,9 +14,11 @@ import safetensors.torch
 import torch
 from ckpt_helpers import flip_byte, fresh_store
 
-from unbroken.checkpoint import CheckpointStore, State, statefile, writer
+from unbroken.checkpoint.saving import statefile
+from unbroken.checkpoint.io import writer
+from unbroken.checkpoint import CheckpointStore, State
 from unbroken.checkpoint.files import load, save
-from unbroken.checkpoint.saver import Saver
+from unbroken.checkpoint.saving.saver import Saver
 from unbroken.errors import BackgroundSaveError, CorruptCheckpoint, StateMismatch
 from unbroken.storage import LocalStorage
 
@@ -271,7 +273,7 @@ def assert_state_is(state: State, snap: dict) -> None:
 @pytest.mark.parametrize("where", [0.05, 0.5, 0.97, -1])
 def test_a_corrupt_file_leaves_the_state_untouched(store, root, where, fresh_optimizer, monkeypatch):
     # Small read chunks: the corrupt byte is found long after the earlier chunks were read.
-    from unbroken.checkpoint import reader
+    from unbroken.checkpoint.io import reader
     monkeypatch.setattr(reader, "READ_CHUNK", 64 << 10)
     Saver(store).save(big_state(0), 10).wait()
     newest = store.list()[-1]
@@ -404,8 +406,9 @@ def test_cuda_tensors_are_snapshotted_into_pinned_memory(store, root):
 @pytest.mark.parametrize("direct", ["1", "0"], ids=["direct-io", "buffered"])
 def test_both_writers_give_the_reference_bytes_across_chunk_boundaries(tmp_path, monkeypatch, chunk, direct):
     """Sync (streamed through bounce buffers) and async (snapshot image) writers, many chunks each."""
-    from unbroken.checkpoint import arrays, tensorfile
-    from unbroken.checkpoint.snapshot import Snapshotter, plan
+    from unbroken.checkpoint.format import arrays
+    from unbroken.checkpoint.format import tensorfile
+    from unbroken.checkpoint.io.snapshot import Snapshotter, plan
     monkeypatch.setattr(writer, "CHUNK", chunk)
     monkeypatch.setenv(writer.ENV_DIRECT_IO, direct)
     rng = np.random.default_rng(5)

@@ -21,7 +21,7 @@ import os
 import struct
 from typing import Iterable
 
-from ..errors import TensorFileError
+from ...errors import TensorFileError
 from . import checksum
 
 #: safetensors dtype name -> item size in bytes.

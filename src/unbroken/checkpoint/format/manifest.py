@@ -15,8 +15,8 @@ import time
 import uuid as uuid_mod
 from typing import Any
 
-from ..config import FORMAT_VERSION, MANIFEST_NAME
-from ..errors import CorruptCheckpoint, UnsafePathError
+from ...config import FORMAT_VERSION, MANIFEST_NAME
+from ...errors import CorruptCheckpoint, UnsafePathError
 from . import checksum
 
 FORMAT_NAME = "unbroken-checkpoint"

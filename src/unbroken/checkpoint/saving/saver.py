@@ -20,13 +20,14 @@ import json
 import time
 from typing import Any, Callable
 
-from ..errors import ConfigError
-from . import manifest as manifest_mod, statefile
-from .manifest import Manifest
-from .snapshot import Snapshot, Snapshotter
+from ...errors import ConfigError
+from ..format import manifest as manifest_mod
+from . import statefile
+from ..format.manifest import Manifest
+from ..io.snapshot import Snapshot, Snapshotter
 from .state import State
-from .store import CheckpointStore, PendingCheckpoint
-from .writer import BackgroundWriter, SaveHandle
+from ..store.catalog import CheckpointStore, PendingCheckpoint
+from ..io.writer import BackgroundWriter, SaveHandle
 
 #: ``commit(pending, steps_completed, metadata, written) -> Manifest``
 Commit = Callable[[PendingCheckpoint, int, dict, statefile.Written], Manifest]

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from unbroken.checkpoint import CheckpointStore, State, statefile
+from unbroken.checkpoint.saving import statefile
+from unbroken.checkpoint import CheckpointStore, State
 from unbroken.storage import LocalStorage
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ CHILD = textwrap.dedent("""
     import sys, torch, numpy as np
     from pathlib import Path
     from unbroken.checkpoint import CheckpointStore, State
-    from unbroken.checkpoint.saver import Saver
+    from unbroken.checkpoint.saving.saver import Saver
     from unbroken.storage import LocalStorage
 
     store = CheckpointStore(LocalStorage(Path(sys.argv[1])))

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from unbroken.checkpoint import checksum, manifest
-from unbroken.checkpoint.manifest import FileEntry, Manifest
+from unbroken.checkpoint.format import checksum
+from unbroken.checkpoint.format import manifest
+from unbroken.checkpoint.format.manifest import FileEntry, Manifest
 from unbroken.config import FORMAT_VERSION
 from unbroken.errors import CorruptCheckpoint, UnsafePathError
 

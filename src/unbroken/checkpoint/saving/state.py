@@ -21,8 +21,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError, StateMismatch
-from . import codec
+from ...errors import ConfigError, StateMismatch
+from ..format import codec
 
 _RESERVED = frozenset({"rng", "allow_pickle"})
 
