@@ -1,4 +1,4 @@
-"""Names and defaults shared by every layer: the home folder, environment variables, exit codes.
+"""Names and defaults shared by every layer: the home folder, names, exit codes.
 
 The home folder holds everything unbroken writes by default::
 
@@ -6,7 +6,8 @@ The home folder holds everything unbroken writes by default::
     <home>/experiments/<experiment>/trial-<n>/checkpoints/<uuid>/   committed checkpoints
     <home>/experiments/<experiment>/trial-<n>/logs/attempt-<k>.log  attempt logs (supervisor)
 
-It is ``$UNBROKEN_HOME`` when set, else ``~/.unbroken``.
+It is ``$UNBROKEN_HOME`` when set, else ``~/.unbroken``. The environment variables between a
+supervisor and its child belong to :mod:`unbroken.envvars`; the folder layout to :mod:`unbroken.paths`.
 """
 
 from __future__ import annotations
@@ -15,25 +16,22 @@ import os
 import re
 from pathlib import Path
 
+from .envvars import ENV_HOME
 from .errors import ConfigError
+
+# Moved to unbroken.envvars (the one owner of the protocol); re-exported until every importer has moved.
+from .envvars import ENV_ATTEMPT, ENV_DEADLINE, ENV_EXPERIMENT, ENV_PREEMPT_SIGNAL, ENV_TRIAL  # noqa: E402,F401,I001
 
 #: Exit status of a training process that stopped cleanly because a stop was requested
 #: (preemption, time limit): its latest state is committed and it wants to be resumed.
 #: 75 is EX_TEMPFAIL of sysexits.h, "temporary failure; the user is invited to retry".
 EXIT_PREEMPTED = 75
 
-ENV_HOME = "UNBROKEN_HOME"
-ENV_EXPERIMENT = "UNBROKEN_EXPERIMENT"
-ENV_TRIAL = "UNBROKEN_TRIAL"
-ENV_ATTEMPT = "UNBROKEN_ATTEMPT_ID"
-ENV_PREEMPT_SIGNAL = "UNBROKEN_PREEMPT_SIGNAL"
-ENV_DEADLINE = "UNBROKEN_DEADLINE"  # Unix time by which the process must have saved and stopped
-
 DB_FILENAME = "unbroken.db"
 MANIFEST_NAME = "MANIFEST.json"
 FORMAT_VERSION = 1
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" would accept a trailing newline
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -44,7 +42,7 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
 
 def check_name(name: str, what: str = "experiment name") -> str:
     """Return ``name`` if it is usable as a folder name, else raise :class:`ConfigError`."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ConfigError(
             f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -53,5 +51,5 @@ def check_name(name: str, what: str = "experiment name") -> str:
 
 
 def trial_dir(home: Path, experiment: str, trial_number: int) -> Path:
-    """The folder of one trial: checkpoints and logs live below it."""
+    """The folder of one trial. Deprecated: use ``paths.TrialPaths(home, experiment, n).root``."""
     return home / "experiments" / check_name(experiment) / f"trial-{int(trial_number)}"
