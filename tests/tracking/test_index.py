@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import socket
@@ -10,21 +11,9 @@ import sqlite3
 import pytest
 from oshelpers import dead_pid, live_process
 
-from unbroken.errors import ConfigError, NotFound, TrackingError
+from unbroken.errors import ConfigError, NotFound, TrackingError, TrialNotFound
 from unbroken.tracking import Tracker
 from unbroken.tracking.schema import MIGRATIONS, SCHEMA_VERSION
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "home" / "unbroken.db"
-
-
-@pytest.fixture
-def tracker(db_path):
-    t = Tracker(db_path)
-    yield t
-    t.close()
 
 
 # -- schema -----------------------------------------------------------------------------------
@@ -47,6 +36,29 @@ def test_reopening_is_idempotent_and_keeps_data(db_path):
         assert again.trial("exp", 1) == trial
         assert len(again.experiments()) == 1
         again.close()
+
+
+def test_released_migrations_are_never_edited():
+    # A released migration already ran on users' databases: changes go into a new migration.
+    released = {0: "4628bef9a4320de88da312ba676aa4ba71c2784b2cff774a5c4919de54947c6b"}
+    for index, digest in released.items():
+        assert hashlib.sha256(MIGRATIONS[index].encode()).hexdigest() == digest
+
+
+def test_a_version_1_database_is_upgraded_and_keeps_its_attempts(db_path):
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO experiments (id, name, created_at) VALUES (1, 'exp', 0)")
+        conn.execute("INSERT INTO trials (id, experiment_id, number, storage, created_at, updated_at) "
+                     "VALUES (1, 1, 1, '', 0, 0)")
+        conn.execute("INSERT INTO attempts (trial_id, number, started_at, host, pid) VALUES (1, 1, 0, 'h', 7)")
+    tracker = Tracker(db_path)
+    assert tracker.schema_version() == SCHEMA_VERSION >= 2
+    (attempt,) = tracker.attempts(1)
+    assert (attempt.host, attempt.pid, attempt.pid_start) == ("h", 7, None)
+    tracker.close()
 
 
 def test_in_home_uses_the_default_file_name(tmp_path):
@@ -103,11 +115,11 @@ def test_trials_are_numbered_per_experiment(tracker, tmp_path):
     assert tracker.trial_by_id(o1.id) == o1
     assert [t.ref for t in tracker.trials()] == ["exp/1", "exp/2", "other/1"]
     assert [t.ref for t in tracker.trials("exp")] == ["exp/1", "exp/2"]
-    with pytest.raises(NotFound):
+    with pytest.raises(TrialNotFound, match="exp/3"):
         tracker.trial("exp", 3)
-    with pytest.raises(NotFound):
+    with pytest.raises(TrialNotFound, match="nope"):
         tracker.trial("nope")
-    with pytest.raises(NotFound):
+    with pytest.raises(TrialNotFound):
         tracker.trial_by_id(999)
 
 
@@ -199,8 +211,8 @@ def test_close_lost_attempts_marks_dead_pids_only(tracker):
 def test_close_lost_attempts_takes_a_liveness_function(tracker):
     t = tracker.create_trial("exp")
     a = tracker.start_attempt(t.id, pid=12345)
-    assert tracker.close_lost_attempts(t.id, alive=lambda pid: True) == []
-    assert tracker.close_lost_attempts(t.id, alive=lambda pid: pid != 12345) == [a.id]
+    assert tracker.close_lost_attempts(t.id, alive=lambda pid, start: True) == []
+    assert tracker.close_lost_attempts(t.id, alive=lambda pid, start: pid != 12345) == [a.id]
 
 
 # -- checkpoints ------------------------------------------------------------------------------

@@ -75,6 +75,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX metrics_by_trial ON metrics (trial_id, grp, name, steps_completed);
     """,
+    # 1 -> 2: the start time of an attempt's process, so that liveness is judged from
+    # (host, pid, start time) and a reused pid is not taken for the attempt's process.
+    """
+    ALTER TABLE attempts ADD COLUMN pid_start REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

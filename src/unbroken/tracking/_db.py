@@ -1,0 +1,180 @@
+"""SQLite plumbing of the tracking index: opening connections, the one write-transaction helper,
+error translation, and moving a corrupt index aside.
+
+Nothing here knows the schema. Callers hold their own lock around a connection; these functions
+run in the caller's thread and block only on SQLite (its busy timeout, 30 s) and the file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import ConfigError, NotFound, TrackingError, UnbrokenError
+
+log = logging.getLogger("unbroken")
+
+#: How long a connection waits for another writer's lock before failing (seconds).
+BUSY_TIMEOUT = 30.0
+#: SQLite primary result codes that mean "this file is not a (sound) database".
+_CORRUPTION_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+_CORRUPTION_TEXT = ("file is not a database", "database disk image is malformed")
+#: Python errors raised when a value cannot be bound (too big for INTEGER, wrong type).
+_VALUE_ERRORS = (OverflowError, TypeError, ValueError)
+
+
+def connect_writable(path: Path) -> sqlite3.Connection:
+    """Open (creating it and its folder) a database in WAL mode, autocommit, shareable by threads."""
+    conn = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+    except (sqlite3.Error, OSError) as exc:
+        close_quietly(conn)
+        raise TrackingError(f"cannot open tracking database {path}: {exc}") from exc
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open an existing database for reading only; never creates or changes a file.
+
+    ``mode=ro`` first; where that fails because the WAL index (``-shm``) cannot be created (a
+    read-only folder or file system), ``immutable=1``, which reads the main file as it is and
+    ignores a WAL left by a writer that did not close (its last transactions are not seen).
+    Raises :class:`~unbroken.errors.NotFound` when there is no file.
+    """
+    if not path.is_file():
+        raise NotFound(f"no tracking index at {path}")
+    first: sqlite3.Error | None = None
+    for params in ("mode=ro", "mode=ro&immutable=1"):
+        conn = None
+        try:
+            uri = f"file:{urllib.parse.quote(str(path.resolve()))}?{params}"
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, check_same_thread=False,
+                                   isolation_level=None)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opening is lazy: touch it
+            return conn
+        except sqlite3.Error as exc:
+            close_quietly(conn)
+            if is_corruption(exc):
+                raise TrackingError(f"cannot read tracking database {path}: {exc}") from exc
+            first = first or exc
+    raise TrackingError(f"cannot open tracking database {path} read-only: {first}") from first
+
+
+def close_quietly(conn: sqlite3.Connection | None) -> None:
+    """Roll back an open transaction and close; never raises (errors are logged at debug level)."""
+    if conn is None:
+        return
+    rollback_quietly(conn)
+    try:
+        conn.close()
+    except Exception as exc:  # noqa: BLE001 - closing must not raise
+        log.debug("unbroken: closing the tracking database failed: %s", exc)
+
+
+def rollback_quietly(conn: sqlite3.Connection) -> None:
+    """ROLLBACK if (and only if) a transaction is active; never raises.
+
+    SQLite may already have rolled back by itself (a full disk, an I/O error): then there is
+    nothing to do, and a ROLLBACK would fail with "no transaction is active".
+    """
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except Exception as exc:  # noqa: BLE001 - the original error is the one worth raising
+        log.debug("unbroken: rollback of the tracking database failed: %s", exc)
+
+
+def write(conn: sqlite3.Connection, path: Path, body: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Run ``body(conn)`` in one ``BEGIN IMMEDIATE`` transaction and commit; return its result.
+
+    On ANY exception the transaction is rolled back (if one is active) and the original cause is
+    raised as :func:`translate` says, so the connection is always usable afterwards. Blocks on
+    other processes' write locks (busy timeout). The caller holds the connection's lock.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        out = body(conn)
+        conn.execute("COMMIT")
+        return out
+    except BaseException as exc:
+        rollback_quietly(conn)
+        raise translate(exc, path) from exc
+
+
+def read(conn: sqlite3.Connection, path: Path, sql: str, args: Any = ()) -> list[tuple]:
+    """Run one query (autocommit, no transaction left open) and fetch all rows."""
+    try:
+        return conn.execute(sql, args).fetchall()
+    except Exception as exc:
+        rollback_quietly(conn)
+        raise translate(exc, path) from exc
+
+
+def translate(exc: BaseException, path: Path) -> BaseException:
+    """The error to raise for ``exc`` met while using the database at ``path``.
+
+    unbroken's own errors and non-``Exception`` (KeyboardInterrupt) pass unchanged; values that
+    cannot be stored become :class:`ConfigError`; everything else :class:`TrackingError` with
+    SQLite's message (e.g. "database or disk is full").
+    """
+    if isinstance(exc, UnbrokenError) or not isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, _VALUE_ERRORS):
+        return ConfigError(f"tracking database {path}: a value cannot be stored: {exc}")
+    if isinstance(exc, sqlite3.Error):
+        return TrackingError(f"tracking database {path}: {exc}")
+    return TrackingError(f"tracking database {path}: {type(exc).__name__}: {exc}")
+
+
+def is_corruption(exc: BaseException | None) -> bool:
+    """True if ``exc`` (or what it was raised from) says the file is not a sound SQLite database."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.DatabaseError):
+            code = getattr(exc, "sqlite_errorcode", None)
+            if (code is not None and code & 0xFF in _CORRUPTION_CODES) or any(
+                    text in str(exc) for text in _CORRUPTION_TEXT):
+                return True
+        exc = exc.__cause__
+    return False
+
+
+@contextlib.contextmanager
+def rebuild_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``path`` so that one process at a time moves it aside."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.rebuild-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename ``path`` and its ``-wal``/``-shm`` to ``<path>.corrupt-<timestamp>[-wal|-shm]``.
+
+    Returns the new name of the main file. The caller holds :func:`rebuild_lock`.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}.{n}")
+    for suffix in ("-wal", "-shm", ""):  # the main file last: a crash in between leaves it in place
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            os.replace(side, Path(f"{target}{suffix}"))
+    return target
