@@ -82,11 +82,10 @@ def test_missing_scontrol_is_explained(monkeypatch):
         job_end_time("5")
 
 
-def test_max_requeues_stops_requeueing():
-    tool, said = FakeTool(), []
-    env = SlurmEnvironment(JobInfo("5", None, None, None, 2), max_requeues=2, runner=tool)
-    assert env.on_preempted("signal SIGUSR2", said.append) == 75
-    assert tool.calls == [] and "--max-requeues 2" in said[0]
+def test_slurm_environment_gives_decide_its_requeue_facts():
+    env = SlurmEnvironment(JobInfo("5", None, None, None, 2), max_requeues=2, runner=FakeTool())
+    assert env.requeues() == 2 and env.max_requeues == 2
+    assert env.attempt_fields()["slurm_restarts"] == 2 and env.attempt_fields()["launcher"] == "slurm"
 
 
 def test_rendered_script_is_requeueable_and_quotes_arguments(tmp_path):

@@ -6,48 +6,74 @@ import sys
 
 import click
 
-from ..errors import UnbrokenError
+from ..errors import ConfigError, UnbrokenError
 from ..launch import restart
+from ..launch.durations import parse_duration
+from ..launch.signals import stop_signal
 from ..launch.supervisor import RunConfig, Supervisor
 
 
-def parse_duration(text: str | None) -> float | None:
-    """``"90"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"1d"``, ``"2:30:00"`` -> seconds."""
-    if text is None:
-        return None
-    text = text.strip()
-    try:
-        if ":" in text:
-            parts = [float(p) for p in text.split(":")]
-            seconds = 0.0
-            for part in parts:
-                seconds = seconds * 60 + part
-            return seconds
-        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-        if text[-1:] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration (examples: 90, 90s, 15m, 12h, 2:30:00)") from None
+class Duration(click.ParamType):
+    """A click type for :func:`~unbroken.launch.durations.parse_duration` (seconds as a float)."""
+
+    name = "duration"
+
+    def __init__(self, allow_inf: bool = False):
+        self.allow_inf = allow_inf
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value, _option(param), allow_inf=self.allow_inf)
+        except ConfigError as exc:
+            self.fail(str(exc).split(": ", 1)[1], param, ctx)
+
+
+class StopSignal(click.ParamType):
+    """A click type for a catchable signal name (``USR2``, ``SIGTERM``); KILL, STOP and unknown ones fail."""
+
+    name = "signal"
+
+    def __init__(self, allow_none: bool = False):
+        self.allow_none = allow_none
+
+    def convert(self, value, param, ctx):
+        if self.allow_none and str(value).lower() == "none":
+            return None
+        try:
+            return stop_signal(value).name[3:]
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _option(param) -> str:
+    return param.opts[0] if param is not None and param.opts else "duration"
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--name", help="Experiment name (default: derived from the command, e.g. train.py -> train).")
 @click.option("--fresh", is_flag=True, help="Start a new trial instead of resuming the newest one.")
 @click.option("--trial", type=click.IntRange(min=1), default=None, help="Resume this trial number of the experiment.")
+@click.option("--wait", "wait_for_trial", type=Duration(allow_inf=True), default="0", show_default=True,
+              help="If another live process writes the trial, wait this long for it to end ('inf': no limit) "
+                   "instead of refusing at once.")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
               help="Restarts allowed after crashes since the last progress (a new checkpoint resets the count).")
 @click.option("--max-total-failures", type=click.IntRange(min=0), default=None,
               help="Give up after this many crashes in all, progress or not.")
-@click.option("--backoff", type=float, default=1.0, show_default=True, help="Seconds before the first restart; doubles each time.")
-@click.option("--backoff-max", type=float, default=60.0, show_default=True, help="Longest wait between restarts.")
-@click.option("--grace", type=float, default=60.0, show_default=True,
-              help="Seconds a stopping command may take to save before it is killed.")
-@click.option("--preempt-signal", default="USR2", show_default=True,
+@click.option("--backoff", type=Duration(), default="1s", show_default=True,
+              help="Wait before the first restart; doubles each time.")
+@click.option("--backoff-max", type=Duration(), default="60s", show_default=True, help="Longest wait between restarts.")
+@click.option("--grace", type=Duration(), default="60s", show_default=True,
+              help="How long a stopping command may take to save before it is killed.")
+@click.option("--preempt-signal", type=StopSignal(), default="USR2", show_default=True,
               help="Extra signal that asks for a save-and-stop (besides TERM and INT).")
-@click.option("--time-limit", help="Stop (after saving) this long after the start, e.g. 11h30m is 11.5h; 12h, 45m, 2:00:00.")
-@click.option("--margin", default="60s", show_default=True, help="Ask the command to save this long before the time limit.")
-@click.option("--reset-after", default=None,
+@click.option("--time-limit", type=Duration(), default=None,
+              help="Stop (after saving) this long after the start, e.g. 11h30m is 11.5h; 12h, 45m, 2:00:00.")
+@click.option("--margin", type=Duration(), default="60s", show_default=True,
+              help="Ask the command to save this long before the time limit.")
+@click.option("--reset-after", type=Duration(), default=None,
               help="Count an attempt that ran this long as progress (for commands that checkpoint themselves).")
 @click.option("--slurm/--no-slurm", default=None,
               help="Act as a Slurm job (requeue after a save, stop before the job's end). Default: when $SLURM_JOB_ID is set.")
@@ -55,26 +81,31 @@ def parse_duration(text: str | None) -> float | None:
               help="Under Slurm: requeue the job at most this many times.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def run_command(ctx, name, fresh, trial, slurm, max_requeues, max_restarts, max_total_failures, backoff, backoff_max, grace, preempt_signal,
-                time_limit, margin, reset_after, command):
+def run_command(ctx, name, fresh, trial, wait_for_trial, slurm, max_requeues, max_restarts, max_total_failures, backoff,
+                backoff_max, grace, preempt_signal, time_limit, margin, reset_after, command):
     """Run COMMAND as a trial: stream and log its output, restart it on crashes, resume it.
 
     \b
+    Durations: 90 (seconds), 90s, 15m, 11h30m, 1d2h, 2:30:00.
     Exit status: 0 completed; 75 preempted or time limit (it saved: run again to resume);
-    1 out of restarts or could not start; 130 cancelled.
+    1 out of restarts, could not start, or the trial is busy; 130 cancelled.
     """
     stop = restart.max_failures(max_restarts)
     if max_total_failures is not None:
         stop = stop | restart.max_total_failures(max_total_failures)
+    environment = _environment(slurm, max_requeues)
     try:
-        config = RunConfig(command=list(command), name=name, home=ctx.obj.get("home"), fresh=fresh, trial=trial, stop=stop,
-                           wait=restart.exponential_backoff(backoff, max(backoff, backoff_max)), grace=grace,
-                           preempt_signal=preempt_signal, time_limit=parse_duration(time_limit),
-                           margin=parse_duration(margin), reset_after=parse_duration(reset_after))
-        code = Supervisor(config, _environment(slurm, max_requeues)).run()
+        config = RunConfig(command=list(command), name=name, home=ctx.obj.get("home"), fresh=fresh, trial=trial,
+                           stop=stop, wait=restart.exponential_backoff(backoff, max(backoff, backoff_max)),
+                           grace=grace, preempt_signal=preempt_signal, time_limit=time_limit, margin=margin,
+                           reset_after=reset_after, wait_for_trial=wait_for_trial)
+        code = Supervisor(config, environment).run()
     except UnbrokenError as exc:
         click.echo(f"unbroken run: {exc}", err=True)
         code = 1
+    except KeyboardInterrupt:  # Ctrl-C before the supervisor's handlers were installed (e.g. in --wait)
+        click.echo("unbroken run: interrupted", err=True)
+        code = 130
     sys.exit(code)
 
 

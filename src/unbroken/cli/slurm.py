@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import time
 from pathlib import Path
 
 import click
 
-from ..config import DB_FILENAME, check_name, resolve_home, trial_dir
+from ..config import DB_FILENAME, check_name, resolve_home
 from ..errors import UnbrokenError
+from ..launch.runconfig import derive_name
 from ..launch.slurm import (SubmitOptions, check_user_script, render_script, sbatch_flags_for_script, submit)
-from ..launch.supervisor import derive_name
+from ..paths import TrialPaths, slurm_dir
 from ..tracking import Tracker
+from ..tracking.trials import join_trial
+from .run import Duration, StopSignal
 
 
 @click.group("slurm")
@@ -33,11 +37,11 @@ def slurm_group() -> None:
 @click.option("--account")
 @click.option("--qos")
 @click.option("--sbatch-arg", "sbatch_args", multiple=True, help="Any other sbatch option, repeatable.")
-@click.option("--signal", "signal_", default="USR2", show_default=True,
+@click.option("--signal", "signal_", type=StopSignal(allow_none=True), default="USR2", show_default=True,
               help="Signal Slurm sends to the job before its limit (USR1 is taken by NCCL); 'none' to rely "
                    "on the job's end time alone.")
-@click.option("--margin", type=click.IntRange(min=1), default=120, show_default=True,
-              help="Seconds before the time limit at which the training saves and the job requeues.")
+@click.option("--margin", type=Duration(), default="120", show_default=True,
+              help="How long before the time limit the training saves and the job requeues (at least 1 s).")
 @click.option("--max-requeues", type=click.IntRange(min=0), default=None, help="Requeue at most this many times.")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
               help="Crash restarts inside one allocation (since the last progress).")
@@ -49,7 +53,9 @@ def slurm_group() -> None:
 def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes, ntasks_per_node, array, account, qos,
                    sbatch_args, signal_, margin, max_requeues, max_restarts, user_script, dry_run, command):
     """Submit COMMAND as a Slurm job that saves, requeues itself and resumes until done."""
-    signal_ = None if signal_.lower() == "none" else signal_
+    if margin < 1:
+        raise click.BadParameter("must be at least 1 s (Slurm signals in whole seconds)", param_hint="'--margin'")
+    margin = math.ceil(margin)
     try:
         home = resolve_home(ctx.obj.get("home"))
         if user_script is not None:
@@ -57,8 +63,7 @@ def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes,
             return
         name = check_name(name or derive_name(command or ["run"]))
         number = None if array else _trial_number(home, name, command, create=not dry_run)
-        folder = trial_dir(home, f"{name}-0" if array else name, number or 1)
-        logs = (home / "experiments" / name / "slurm") if array else folder / "logs"
+        logs = slurm_dir(home, name) if array else TrialPaths(home, name, number).logs
         opts = SubmitOptions(command=list(command), name=name, home=home, logs=logs, trial=number, time=time_,
                              partition=partition, gres=gres, cpus_per_task=cpus_per_task, mem=mem, nodes=nodes,
                              ntasks_per_node=ntasks_per_node, array=array, account=account, qos=qos,
@@ -85,12 +90,12 @@ def _trial_number(home: Path, name: str, command, create: bool) -> int:
         return 1
     tracker = Tracker.in_home(home)
     try:
-        return tracker.trial(name).number
-    except LookupError:
         if not create:
-            return 1
-        return tracker.create_trial(name, command=shlex.join(command),
-                                    storage_of=lambda n: trial_dir(home, name, n) / "checkpoints").number
+            return tracker.trial(name).number
+        return join_trial(tracker, name, command=shlex.join(command),
+                          storage_of=lambda n: TrialPaths(home, name, n).checkpoints).number
+    except LookupError:
+        return 1
     finally:
         tracker.close()
 

@@ -13,6 +13,7 @@ attempt) resets the failure count, so one flaky node a day cannot end a week-lon
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 from ..errors import ConfigError
@@ -105,8 +106,9 @@ class exponential_backoff(WaitPolicy):
     """
 
     def __init__(self, initial: float = 1.0, maximum: float = 60.0, factor: float = 2.0):
-        if initial < 0 or maximum < initial or factor < 1:
-            raise ConfigError("exponential_backoff needs 0 <= initial <= maximum and factor >= 1")
+        if not all(map(math.isfinite, (initial, maximum, factor))) or initial < 0 or maximum < initial or factor < 1:
+            raise ConfigError("exponential_backoff needs finite 0 <= initial <= maximum and factor >= 1, "
+                              f"not ({initial!r}, {maximum!r}, {factor!r})")
         self.initial, self.maximum, self.factor = float(initial), float(maximum), float(factor)
 
     def delay(self, history):

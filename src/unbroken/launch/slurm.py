@@ -20,13 +20,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..config import EXIT_PREEMPTED
 from ..errors import ConfigError, LaunchError
-from .supervisor import Environment
+from .environment import Environment, WaitForKill
+
+#: Longest wait for Slurm's signal after `scontrol requeue` (its KillWait is 30 s by default).
+KILL_WAIT_SECONDS = 60.0
 
 SCONTROL_MISSING = ("`{tool}` was not found: Slurm's client commands are needed inside the job "
                     "(inside a container, bind-mount them or run unbroken outside it)")
@@ -91,10 +92,14 @@ def requeue(job: JobInfo, runner: Callable = run_tool) -> None:
 
 
 class SlurmEnvironment(Environment):
-    """The supervisor's view of a Slurm allocation (see the module docstring)."""
+    """The supervisor's view of a Slurm allocation (see the module docstring).
 
-    def __init__(self, job: JobInfo, max_requeues: int | None = None, runner: Callable = run_tool):
-        self.job, self.max_requeues, self.runner = job, max_requeues, runner
+    ``kill_wait`` bounds how long :meth:`requeue` waits for Slurm's kill after ``scontrol requeue``.
+    """
+
+    def __init__(self, job: JobInfo, max_requeues: int | None = None, runner: Callable = run_tool,
+                 kill_wait: float = KILL_WAIT_SECONDS):
+        self.job, self.max_requeues, self.runner, self.kill_wait = job, max_requeues, runner, kill_wait
         self._end_time: float | None | bool = False
 
     def deadline(self) -> float | None:
@@ -106,20 +111,25 @@ class SlurmEnvironment(Environment):
         return {"launcher": "slurm", "slurm_job_id": self.job.requeue_id, "slurm_array_task": self.job.array_task_id,
                 "slurm_nodes": self.job.nodes, "slurm_restarts": self.job.restart_count}
 
-    def on_preempted(self, reason: str, log: Callable[[str], None]) -> int:
-        if self.max_requeues is not None and self.job.restart_count >= self.max_requeues:
-            log(f"unbroken: job {self.job.requeue_id} was requeued {self.job.restart_count} times "
-                f"(--max-requeues {self.max_requeues}): not requeueing again; resubmit to go on")
-            return EXIT_PREEMPTED
+    def requeues(self) -> int:
+        return self.job.restart_count
+
+    def requeue(self, reason: str, log: Callable[[str], None], wait_for_kill: WaitForKill) -> None:
+        """Requeue the job (called after the checkpoint is committed), then wait for Slurm's kill.
+
+        The requeue makes Slurm signal this job (TERM, then KILL after its KillWait); returning
+        early would let the job end on its own first. Waits at most ``kill_wait`` seconds.
+        """
         log(f"unbroken: checkpoint committed; requeueing Slurm job {self.job.requeue_id} ({reason})")
         sys.stdout.flush()
         try:
             requeue(self.job, self.runner)
         except LaunchError as exc:
             log(f"unbroken: {exc}")
-            return EXIT_PREEMPTED
-        time.sleep(15)  # the requeue kills this job (TERM, then KILL after KillWait); let Slurm do it
-        return EXIT_PREEMPTED
+            return
+        if not wait_for_kill(self.kill_wait):
+            log(f"unbroken: Slurm did not stop job {self.job.requeue_id} within {self.kill_wait:g} s of the requeue; "
+                "exiting (the requeue stands)")
 
 
 # -- submitting -------------------------------------------------------------------------------------

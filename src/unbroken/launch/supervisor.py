@@ -1,319 +1,247 @@
 """`unbroken run`: start a training command, stream and log its output, restart it on failure.
 
-The supervisor creates or joins the trial, records each child process as an attempt, passes
-the trial identity through environment variables (``unbroken.init()`` inside needs no
-arguments), forwards stop signals, and restarts crashed children under a restart policy.
+The supervisor joins (or creates) the trial, holds the trial's one-writer lease for its whole
+life, records each child process as an attempt (and alone ends it), passes the trial identity
+to the child through :class:`~unbroken.envvars.LaunchEnv` (``unbroken.init()`` inside needs no
+arguments), forwards stop signals, and restarts crashed children. What to do after each attempt
+is decided by the pure :func:`~unbroken.launch.decide.decide`; this module only does the I/O.
 
 Exit status of the supervisor (for schedulers and scripts):
   0   the command completed
   75  stopped by a preemption or time limit after the child saved (resume by running again)
   1   gave up: out of restarts, or the command could not be started
   130 cancelled (a second Ctrl-C)
+
+Threads: everything runs on the main thread (signal handlers too); the only other threads are
+the log pumps of :class:`~unbroken.launch.streams.LogTee`.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
-import re
 import shlex
 import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from ..checkpoint import CheckpointStore
-from ..config import (ENV_ATTEMPT, ENV_DEADLINE, ENV_EXPERIMENT, ENV_HOME, ENV_PREEMPT_SIGNAL, ENV_TRIAL,
-                      EXIT_PREEMPTED, check_name, resolve_home, trial_dir)
-from ..errors import ConfigError, LaunchError
-from ..runtime.preempt import parse_signal
+from ..config import check_name, resolve_home
+from ..envvars import LaunchEnv
+from ..errors import LaunchError
+from ..paths import TrialPaths
 from ..storage import LocalStorage
-from ..tracking import Tracker, Trial
-from .restart import Outcome, StopPolicy, WaitPolicy, exponential_backoff, max_failures
+from ..storage.locks import WriterLease
+from ..tracking import Tracker
+from ..tracking.trials import join_trial
+from .child import Child, spawn
+from .clock import SYSTEM_CLOCK, Clock
+from .decide import EXIT_CANCELLED, Decision, Facts, Policies, classify, decide, describe, made_progress
+from .environment import Environment
+from .restart import Outcome
+from .runconfig import RunConfig, derive_name
 from .streams import LogTee
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
+__all__ = ["Environment", "RunConfig", "Supervisor", "derive_name"]
 
+#: How often the supervisor looks at its child and the grace deadline while waiting (seconds).
+POLL_SECONDS = 0.2
 
-@dataclasses.dataclass
-class RunConfig:
-    """Everything `unbroken run` needs; see the CLI for the meaning of each option."""
-
-    command: Sequence[str]
-    name: str | None = None
-    home: str | os.PathLike | None = None
-    fresh: bool = False
-    trial: int | None = None  # join this trial number of the experiment (created if missing)
-    stop: StopPolicy = dataclasses.field(default_factory=lambda: max_failures(3))
-    wait: WaitPolicy = dataclasses.field(default_factory=exponential_backoff)
-    grace: float = 60.0
-    preempt_signal: str = "USR2"
-    time_limit: float | None = None  # seconds from start; the child is asked to stop `margin` before
-    margin: float = 60.0
-    reset_after: float | None = None  # an attempt this long counts as progress (own checkpointing)
-
-    def __post_init__(self):
-        if not self.command:
-            raise ConfigError("unbroken run needs a command: unbroken run -- python train.py")
-        if self.grace < 0 or self.margin < 0:
-            raise ConfigError("--grace and --margin must not be negative")
-        if self.time_limit is not None and self.time_limit <= self.margin:
-            raise ConfigError(f"--time-limit ({self.time_limit:g} s) must be longer than the save margin "
-                              f"({self.margin:g} s), or the job would stop before it starts")
-        self.preempt_signal = parse_signal(self.preempt_signal).name
-
-
-@dataclasses.dataclass
-class Environment:
-    """What the place the supervisor runs in adds: a deadline, attempt fields, an action on stop.
-
-    The base class is a plain machine; the Slurm one (launch.slurm) reads the job's end time,
-    records job ids and requeues the job after a preemption.
-    """
-
-    def deadline(self) -> float | None:
-        return None
-
-    def attempt_fields(self) -> dict:
-        return {"launcher": "unbroken-run"}
-
-    def on_preempted(self, reason: str, log: Callable[[str], None]) -> int:
-        """Called after the child saved and stopped; returns the supervisor's exit status."""
-        return EXIT_PREEMPTED
-
-
-def derive_name(command: Sequence[str]) -> str:
-    """An experiment name from a command: the first ``*.py`` argument's stem, else the program's name."""
-    words = [Path(w).name for w in command]
-    pick = next((w[:-3] for w in words if w.endswith(".py")), None) or words[0]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", pick).strip("-._") or "run"
-    return name[:128]
+Spawner = Callable[[list, dict, LogTee], Child]
 
 
 class Supervisor:
-    """Runs one trial's command until it completes, is preempted, or runs out of restarts."""
+    """Runs one trial's command until it completes, is preempted, or runs out of restarts.
 
-    def __init__(self, config: RunConfig, environment: Environment | None = None):
+    ``clock`` (time, monotonic, sleep) and ``spawn`` (``spawn(argv, env, tee) -> Child``) are
+    injectable: tests drive the policies with a fake clock and a fake child. The constructor
+    joins the trial; :meth:`run` takes the writer lease (raising
+    :class:`~unbroken.errors.TrialBusy` when another live process holds it) and runs attempts.
+    """
+
+    def __init__(self, config: RunConfig, environment: Environment | None = None, *,
+                 clock: Clock = SYSTEM_CLOCK, spawn: Spawner = spawn):
         self.config = config
         self.env = environment or Environment()
+        self.clock, self._spawn = clock, spawn
         self.home = resolve_home(config.home)
-        self.tracker = Tracker.in_home(self.home)
         self.name = check_name(config.name or derive_name(config.command))
-        self.trial = self._trial()
-        self.trial_dir = trial_dir(self.home, self.name, self.trial.number)
-        self.store = CheckpointStore(LocalStorage(self.trial_dir / "checkpoints"))
+        self.tracker = Tracker.in_home(self.home)
+        self.trial = join_trial(self.tracker, self.name, fresh=config.fresh, number=config.trial,
+                                command=shlex.join(config.command),
+                                storage_of=lambda n: TrialPaths(self.home, self.name, n).checkpoints)
+        self.paths = TrialPaths(self.home, self.name, self.trial.number)
+        self.store = CheckpointStore(LocalStorage(self.paths.checkpoints))
+        self.policies = Policies(config.stop, config.wait, config.margin, self.env.max_requeues)
         self.history: list[Outcome] = []
+        self.lease = WriterLease(self.paths.writer_lock, f"trial {self.trial.ref}")
         self._stop_reason: str | None = None
         self._interrupts = 0
-        self._child: subprocess.Popen | None = None
+        self._signals = 0
+        self._child: Child | None = None
         self._kill_at: float | None = None
         self._tee: LogTee | None = None
         self._log_path: Path | None = None
-        self._started_wall = time.time()
+        self._started_wall = clock.time()
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> int:
-        """Run attempts until done; return the supervisor's exit status."""
-        previous = self._install_handlers()
+        """Take the trial's lease, run attempts until done, return the supervisor's exit status.
+
+        Blocks up to ``config.wait_for_trial`` seconds for the lease, then for the whole run.
+        """
         try:
-            return self._loop()
+            wait = None if math.isinf(self.config.wait_for_trial) else self.config.wait_for_trial
+            self.lease.acquire(wait, sleep=self.clock.sleep, clock=self.clock.monotonic)
+            previous = self._install_handlers()
+            try:
+                self.tracker.close_lost_attempts(self.trial.id)
+                return self._loop()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+                self.lease.release()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self.tracker.close()
 
     def _loop(self) -> int:
         self._say(f"unbroken: trial {self.trial.ref} (home {self.home})")
         while True:
-            outcome, log_path = self._attempt()
-            self.history.append(outcome)
-            if outcome.kind == "completed":
-                return self._finish("completed", EXIT_COMPLETED, f"completed after {len(self.history)} attempt(s)")
-            if outcome.kind == "preempted":
-                return self._preempted(log_path)
-            if outcome.kind == "cancelled":
-                return self._finish("cancelled", EXIT_CANCELLED, "cancelled", log_path)
-            if self.config.stop.should_stop(self.history):
-                return self._finish("failed", EXIT_FAILED,
-                                    f"out of restarts ({self.config.stop!r}): last exit {_describe(outcome)}", log_path)
-            delay = self.config.wait.delay(self.history)
-            self._say(f"unbroken: attempt {len(self.history)} crashed ({_describe(outcome)}); "
-                      f"restarting in {delay:g} s [log: {log_path}]")
-            if self._sleep(delay):
-                return self._finish("cancelled", EXIT_CANCELLED, "stopped while waiting to restart", log_path)
+            decision = self._attempt()
+            if decision.finished:
+                return self._finish(decision)
+            self._say(f"unbroken: {decision.message} [log: {self._log_path}]")
+            if self._sleep_unless_stopped(decision.delay):
+                self.tracker.update_trial(self.trial.id, status="cancelled", message="stopped while waiting to restart")
+                self._say(f"unbroken: trial {self.trial.ref} stopped while waiting to restart [log: {self._log_path}]")
+                return EXIT_CANCELLED
 
-    def _attempt(self) -> tuple[Outcome, Path]:
+    def _attempt(self) -> Decision:
+        """Run one attempt; record its end (the supervisor alone ends it); return what comes next."""
         steps_before = self._newest_steps()
-        logs = self.trial_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        fields = self.env.attempt_fields()
-        attempt = self.tracker.start_attempt(self.trial.id, pid=None, **fields)
-        log_path = logs / f"attempt-{attempt.number}.log"
-        self.tracker.update_attempt(attempt.id, log_path=str(log_path), launcher=fields.get("launcher", "unbroken-run"))
-        started = time.monotonic()
-        code = self._run_child(attempt.id, attempt.number, log_path)
-        seconds = time.monotonic() - started
-        progressed = self._newest_steps() > steps_before or (
-            self.config.reset_after is not None and seconds >= self.config.reset_after)
-        outcome = self._classify(code, progressed, seconds)
-        self.tracker.end_attempt(attempt.id, _END_REASON[outcome.kind], exit_code=outcome.exit_code,
-                                 signal=outcome.signal, message=_describe(outcome))
-        return outcome, log_path
+        # The row names this process until the child runs: if we die before, the attempt is lost.
+        attempt = self.tracker.start_attempt(self.trial.id, **self.env.attempt_fields())
+        self._log_path = self.paths.attempt_log(attempt.number)
+        self.tracker.update_attempt(attempt.id, log_path=str(self._log_path))
+        started = self.clock.monotonic()
+        code = self._run_child(attempt.id, attempt.number)
+        seconds = self.clock.monotonic() - started
+        progressed = made_progress(steps_before, self._newest_steps(), seconds, self.config.reset_after)
+        outcome = classify(code, progressed=progressed, seconds=seconds, stop_requested=self._stop_reason is not None,
+                           interrupts=self._interrupts)
+        self.history.append(outcome)
+        decision = decide(outcome, self.history, self.policies, self._facts())
+        self.tracker.end_attempt(attempt.id, decision.end_reason, exit_code=outcome.exit_code, signal=outcome.signal,
+                                 message=describe(outcome))
+        return decision
 
-    def _run_child(self, attempt_id: int, number: int, log_path: Path) -> int:
-        env = self._child_env(attempt_id)
-        self._log_path = log_path
-        self._tee = LogTee(log_path)
+    def _run_child(self, attempt_id: int, number: int) -> int:
+        """Start the child, wait for it (forwarding stops, killing after the grace), return its status."""
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        self._tee = LogTee(self._log_path)
         self._tee.write_line(f"unbroken: attempt {number} of {self.trial.ref} on {socket.gethostname()}: "
                              f"{shlex.join(self.config.command)}")
         try:
-            self._child = subprocess.Popen(list(self.config.command), env=env, stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-        except OSError as exc:
+            self._child = self._spawn(list(self.config.command), self._launch_env(attempt_id).merged_into(os.environ),
+                                      self._tee)
+        except LaunchError as exc:
             self._tee.close()
-            raise LaunchError(f"cannot start {self.config.command[0]!r}: {exc.strerror or exc}") from exc
-        self.tracker.update_attempt(attempt_id, pid=self._child.pid)
-        self._tee.pump(self._child.stdout, 1)
-        self._tee.pump(self._child.stderr, 2)
+            self._tee = None
+            self._fail_to_start(attempt_id, exc)
+            raise
+        self.tracker.update_attempt(attempt_id, pid=self._child.pid)  # with its start time (pid_start)
         if self._stop_reason:  # a stop arrived while we were starting it
-            self._forward(parse_signal(self.config.preempt_signal))
-        code = self._wait_child()
-        _kill_group(self._child.pid)  # no orphans: whatever the command left behind goes too
-        self._tee.close()
-        self._tee = None
-        self._child = None
-        return code
+            self._forward(self.config.preempt_signal)
+        try:
+            return self._wait_child()
+        finally:
+            self._child.kill_group()  # no orphans: whatever the command left behind goes too
+            self._tee.close()
+            self._tee, self._child, self._kill_at = None, None, None
 
     def _wait_child(self) -> int:
         while True:
-            try:
-                return self._child.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                if self._kill_at is not None and time.monotonic() >= self._kill_at:
-                    self._say(f"unbroken: the command did not stop within {self.config.grace:g} s; killing it")
-                    _kill_group(self._child.pid)
-                    self._kill_at = None
+            code = self._child.wait(POLL_SECONDS)
+            if code is not None:
+                return code
+            if self._kill_at is not None and self.clock.monotonic() >= self._kill_at:
+                self._say(f"unbroken: the command did not stop within {self.config.grace:g} s; killing it")
+                self._child.kill_group()
+                self._kill_at = math.inf  # killed once; wait for it to be reaped
 
-    def _classify(self, code: int, progressed: bool, seconds: float) -> Outcome:
-        signum = -code if code < 0 else None
-        exit_code = code if code >= 0 else None
-        if code == 0:
-            kind = "completed"
-        elif self._interrupts > 1:
-            kind = "cancelled"  # a second Ctrl-C: the user wants it gone, not resumed
-        elif code == EXIT_PREEMPTED or self._stop_reason is not None:
-            # Asked to stop: whether it saved (75) or died first (e.g. still starting up), the
-            # trial resumes from its newest committed checkpoint, so this is a preemption.
-            kind = "preempted"
+    def _fail_to_start(self, attempt_id: int, exc: LaunchError) -> None:
+        self.tracker.end_attempt(attempt_id, "crashed", message=str(exc))
+        self.tracker.update_trial(self.trial.id, status="failed", message=str(exc))
+
+    def _finish(self, decision: Decision) -> int:
+        if decision.requeue:
+            self.env.requeue(decision.message, self._say, self._wait_for_signal)
+        self.tracker.update_trial(self.trial.id, status=decision.trial_status, message=_trial_message(decision))
+        where = f" [log: {self._log_path}]" if self._log_path else ""
+        if decision.end_reason in ("preempted", "timed_out"):
+            self._say(f"unbroken: trial {self.trial.ref} stopped ({decision.message}); run the same command again "
+                      f"to resume{where}")
         else:
-            kind = "crashed"
-        return Outcome(kind, progressed, exit_code, signum, seconds)
+            self._say(f"unbroken: trial {self.trial.ref} {decision.message}{where}")
+        return decision.exit_code
 
-    def _preempted(self, log_path: Path) -> int:
-        deadline = self.env.deadline() or self._time_limit_deadline()
-        # Timeout vs preemption is decided from the clock, not from which signal came: the child
-        # was asked to stop `margin` seconds before the limit.
-        timed_out = (self._stop_reason is None and deadline is not None
-                     and time.time() >= deadline - self.config.margin - 1)
-        reason = "time limit" if timed_out else (self._stop_reason or "the command's own stop request")
-        last = self.history[-1]
-        if last.exit_code != EXIT_PREEMPTED:
-            reason += f"; it ended ({_describe(last)}) without a final save: it resumes from its newest checkpoint"
-        self.tracker.update_trial(self.trial.id, status="preempted", message=f"stopped: {reason}")
-        if timed_out:
-            attempt = self.tracker.attempts(self.trial.id)[-1]
-            self.tracker.end_attempt(attempt.id, "timed_out", exit_code=EXIT_PREEMPTED, message="saved at the time limit")
-        status = self.env.on_preempted(reason, self._say)
-        self._say(f"unbroken: trial {self.trial.ref} stopped ({reason}); run the same command again to "
-                  f"resume [log: {log_path}]")
-        return status
-
-    def _finish(self, status: str, code: int, message: str, log_path: Path | None = None) -> int:
-        self.tracker.update_trial(self.trial.id, status=status, message=message)
-        where = f" [log: {log_path}]" if log_path else ""
-        self._say(f"unbroken: trial {self.trial.ref} {message}{where}")
-        return code
+    def _facts(self) -> Facts:
+        return Facts(now=self.clock.time(), deadline=self._deadline(), stop_reason=self._stop_reason,
+                     requeues=self.env.requeues())
 
     # -- signals -------------------------------------------------------------------------------
     def _install_handlers(self) -> dict:
-        sigs = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, parse_signal(self.config.preempt_signal)}
+        sigs = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.Signals[self.config.preempt_signal]}
         return {sig: signal.signal(sig, self._on_signal) for sig in sigs}
 
     def _on_signal(self, signum: int, _frame) -> None:
+        """Signal handler (main thread): record the stop request and pass it on to the child."""
+        self._signals += 1
         if signum == signal.SIGINT:
             self._interrupts += 1
             if self._interrupts > 1 and self._child is not None:
-                _kill_group(self._child.pid)  # second Ctrl-C: no more waiting
+                self._child.kill_group()  # second Ctrl-C: no more waiting
                 return
         if self._stop_reason is None:
             self._stop_reason = f"signal {signal.Signals(signum).name}"
-        forward = signal.SIGTERM if signum == signal.SIGHUP else signum
         if self._child is not None:
-            self._forward(signal.Signals(forward))
+            self._forward(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    def _forward(self, sig: signal.Signals) -> None:
-        try:
-            os.kill(self._child.pid, sig)
-        except ProcessLookupError:
-            return
+    def _forward(self, sig: int | str) -> None:
+        self._child.send_signal(signal.Signals[sig] if isinstance(sig, str) else sig)
         if self._kill_at is None:
-            self._kill_at = time.monotonic() + self.config.grace
+            self._kill_at = self.clock.monotonic() + self.config.grace
+
+    def _wait_for_signal(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds until the supervisor receives another signal; True if one came."""
+        seen, end = self._signals, self.clock.monotonic() + timeout
+        while self._signals == seen and self.clock.monotonic() < end:
+            self.clock.sleep(min(0.1, max(0.0, end - self.clock.monotonic())))
+        return self._signals != seen
+
+    def _sleep_unless_stopped(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless a stop arrives; True if one did."""
+        end = self.clock.monotonic() + seconds
+        while self._stop_reason is None and self.clock.monotonic() < end:
+            self.clock.sleep(min(0.1, max(0.0, end - self.clock.monotonic())))
+        return self._stop_reason is not None
 
     # -- helpers -------------------------------------------------------------------------------
-    def _trial(self) -> Trial:
-        command = shlex.join(self.config.command)
-        if self.config.trial is not None:
-            return self._pinned_trial(command)
-        if not self.config.fresh:
-            try:
-                trial = self.tracker.trial(self.name)
-                if trial.command != command:
-                    self.tracker.update_trial(trial.id, command=command)
-                return trial
-            except LookupError:
-                pass
-        return self.tracker.create_trial(self.name, command=command,
-                                         storage_of=lambda n: trial_dir(self.home, self.name, n) / "checkpoints")
+    def _launch_env(self, attempt_id: int) -> LaunchEnv:
+        deadline = self._deadline()
+        return LaunchEnv(home=self.home, experiment=self.name, trial=self.trial.number, attempt_id=attempt_id,
+                         preempt_signal=self.config.preempt_signal,
+                         deadline=None if deadline is None else deadline - self.config.margin)
 
-    def _pinned_trial(self, command: str) -> Trial:
-        try:
-            return self.tracker.trial(self.name, self.config.trial)
-        except LookupError:
-            trial = self.tracker.create_trial(self.name, command=command,
-                                              storage_of=lambda n: trial_dir(self.home, self.name, n) / "checkpoints")
-            if trial.number != self.config.trial:
-                raise ConfigError(f"trial {self.name}/{self.config.trial} does not exist (the next new one is "
-                                  f"{trial.ref}); drop --trial to resume the newest") from None
-            return trial
-
-    def _child_env(self, attempt_id: int) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update({ENV_HOME: str(self.home), ENV_EXPERIMENT: self.name, ENV_TRIAL: str(self.trial.number),
-                    ENV_ATTEMPT: str(attempt_id), ENV_PREEMPT_SIGNAL: self.config.preempt_signal})
-        deadline = self.env.deadline() or self._time_limit_deadline()
-        if deadline is not None:
-            env[ENV_DEADLINE] = f"{deadline - self.config.margin:.3f}"
-        else:
-            env.pop(ENV_DEADLINE, None)
-        return env
-
-    def _time_limit_deadline(self) -> float | None:
-        return None if self.config.time_limit is None else self._started_wall + self.config.time_limit
+    def _deadline(self) -> float | None:
+        """When the job's time runs out: the environment's end (Slurm), else the time limit."""
+        limit = None if self.config.time_limit is None else self._started_wall + self.config.time_limit
+        return self.env.deadline() or limit
 
     def _newest_steps(self) -> int:
         return max((m.steps_completed for m in self.store.list()), default=-1)
-
-    def _sleep(self, seconds: float) -> bool:
-        """Sleep unless a stop arrives; True if it did."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if self._stop_reason is not None:
-                return True
-            time.sleep(min(0.1, end - time.monotonic()) if end > time.monotonic() else 0)
-        return self._stop_reason is not None
 
     def _say(self, text: str) -> None:
         """A supervisor message: to stderr and the current (or last) attempt log."""
@@ -321,25 +249,10 @@ class Supervisor:
             self._tee.write_line(text)
             return
         print(text, file=sys.stderr, flush=True)
-        if self._log_path is not None:
+        if self._log_path is not None and self._log_path.parent.exists():
             with open(self._log_path, "a") as log:
                 log.write(text + "\n")
 
 
-_END_REASON = {"completed": "completed", "crashed": "crashed", "preempted": "preempted", "cancelled": "cancelled"}
-
-
-def _describe(outcome: Outcome) -> str:
-    if outcome.signal is not None:
-        try:
-            return f"killed by {signal.Signals(outcome.signal).name}"
-        except ValueError:
-            return f"killed by signal {outcome.signal}"
-    return f"exit status {outcome.exit_code}"
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _trial_message(decision: Decision) -> str:
+    return f"stopped: {decision.message}" if decision.end_reason in ("preempted", "timed_out") else decision.message

@@ -1,0 +1,139 @@
+"""The environment-variable protocol between `unbroken run` and the training process it starts.
+
+The supervisor encodes a :class:`LaunchEnv` into the child's environment with
+:meth:`LaunchEnv.merged_into` (or :meth:`LaunchEnv.to_env`); ``unbroken.init()`` in the child decodes
+it with :meth:`LaunchEnv.from_env`. This module is the one owner of the variable names and of
+their formats; nothing else reads or writes them by name::
+
+    UNBROKEN_HOME            the home folder (also read by resolve_home() outside a supervisor)
+    UNBROKEN_EXPERIMENT      the experiment name
+    UNBROKEN_TRIAL           the trial number (>= 1)
+    UNBROKEN_ATTEMPT_ID      the id of the attempt row the supervisor created (>= 1)
+    UNBROKEN_PREEMPT_SIGNAL  the extra signal that asks for a save-and-stop (e.g. USR2)
+    UNBROKEN_DEADLINE        Unix time by which the process must have saved and stopped
+
+A process is *supervised* when both the trial and the attempt id are set: the supervisor then
+owns the attempt row (it ends it) and holds the trial's writer lease.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+
+ENV_HOME = "UNBROKEN_HOME"
+ENV_EXPERIMENT = "UNBROKEN_EXPERIMENT"
+ENV_TRIAL = "UNBROKEN_TRIAL"
+ENV_ATTEMPT = "UNBROKEN_ATTEMPT_ID"
+ENV_PREEMPT_SIGNAL = "UNBROKEN_PREEMPT_SIGNAL"
+ENV_DEADLINE = "UNBROKEN_DEADLINE"
+
+#: Every variable of the protocol, in the order of the fields of LaunchEnv.
+PROTOCOL_VARIABLES = (ENV_HOME, ENV_EXPERIMENT, ENV_TRIAL, ENV_ATTEMPT, ENV_PREEMPT_SIGNAL, ENV_DEADLINE)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchEnv:
+    """What a supervisor tells its child; every field may be unset (None). Pure value object."""
+
+    home: Path | None = None
+    experiment: str | None = None
+    trial: int | None = None
+    attempt_id: int | None = None
+    preempt_signal: str | None = None
+    deadline: float | None = None  # Unix time
+
+    def __post_init__(self) -> None:
+        for field, var in zip(dataclasses.fields(self), PROTOCOL_VARIABLES):
+            value = getattr(self, field.name)
+            if value is not None:
+                object.__setattr__(self, field.name, _DECODERS[var](value))
+
+    @property
+    def supervised(self) -> bool:
+        """True when a supervisor started this process (trial and attempt id are both set)."""
+        return self.trial is not None and self.attempt_id is not None
+
+    def to_env(self) -> dict[str, str]:
+        """The variables of the fields that are set, as strings (unset fields are left out)."""
+        values = dataclasses.astuple(self)
+        return {var: _encode(value) for var, value in zip(PROTOCOL_VARIABLES, values) if value is not None}
+
+    def merged_into(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """A copy of ``environ`` whose protocol variables are exactly this one's (stale ones removed)."""
+        env = {k: v for k, v in environ.items() if k not in PROTOCOL_VARIABLES}
+        env.update(self.to_env())
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "LaunchEnv":
+        """Decode the protocol variables of ``environ``; empty ones count as unset.
+
+        Raises :class:`~unbroken.errors.ConfigError` naming the variable when a value is malformed.
+        """
+        return cls(*(environ.get(var) or None for var in PROTOCOL_VARIABLES))
+
+
+def _encode(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _home(text: str | Path) -> Path:
+    return Path(text).expanduser()
+
+
+def _experiment(text: str) -> str:
+    from .config import check_name  # noqa: PLC0415 - config imports this module
+
+    try:
+        return check_name(text)
+    except ConfigError as exc:
+        raise ConfigError(f"${ENV_EXPERIMENT}: {exc}") from None
+
+
+def _positive_int(var: str):
+    def decode(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ConfigError(f"${var} must be a positive integer, not {text!r}")
+        return value
+    return decode
+
+
+def _signal(text: str) -> str:
+    from .launch.signals import stop_signal  # noqa: PLC0415 - keeps this module free of heavy imports
+
+    try:
+        return stop_signal(text).name
+    except ConfigError as exc:
+        raise ConfigError(f"${ENV_PREEMPT_SIGNAL}: {exc}") from None
+
+
+def _deadline(value: str | float) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"${ENV_DEADLINE} must be a Unix time in seconds, not {value!r}")
+    return seconds
+
+
+_DECODERS = {
+    ENV_HOME: _home,
+    ENV_EXPERIMENT: _experiment,
+    ENV_TRIAL: _positive_int(ENV_TRIAL),
+    ENV_ATTEMPT: _positive_int(ENV_ATTEMPT),
+    ENV_PREEMPT_SIGNAL: _signal,
+    ENV_DEADLINE: _deadline,
+}

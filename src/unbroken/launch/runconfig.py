@@ -1,0 +1,66 @@
+"""What `unbroken run` is asked to do: the validated options of one supervisor."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ConfigError
+from .restart import StopPolicy, WaitPolicy, exponential_backoff, max_failures
+from .signals import stop_signal
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything `unbroken run` needs; see the CLI for the meaning of each option.
+
+    Durations are seconds: finite and non-negative (``wait_for_trial`` may be ``math.inf``).
+    Invalid values raise :class:`~unbroken.errors.ConfigError` naming the CLI option.
+    """
+
+    command: Sequence[str]
+    name: str | None = None
+    home: str | os.PathLike | None = None
+    fresh: bool = False
+    trial: int | None = None  # join this trial number of the experiment (created if it is the next one)
+    stop: StopPolicy = dataclasses.field(default_factory=lambda: max_failures(3))
+    wait: WaitPolicy = dataclasses.field(default_factory=exponential_backoff)
+    grace: float = 60.0
+    preempt_signal: str = "USR2"
+    time_limit: float | None = None  # seconds from start; the child is asked to stop `margin` before
+    margin: float = 60.0
+    reset_after: float | None = None  # an attempt this long counts as progress (own checkpointing)
+    wait_for_trial: float = 0.0  # how long to wait for another writer of the trial to end (inf: no limit)
+
+    def __post_init__(self):
+        if not self.command:
+            raise ConfigError("unbroken run needs a command: unbroken run -- python train.py")
+        for option, value in (("--grace", self.grace), ("--margin", self.margin), ("--time-limit", self.time_limit),
+                              ("--reset-after", self.reset_after)):
+            _check_seconds(option, value)
+        if math.isnan(self.wait_for_trial) or self.wait_for_trial < 0:
+            raise ConfigError(f"--wait must be 0 or more seconds (or inf), not {self.wait_for_trial!r}")
+        if self.time_limit is not None and self.time_limit <= self.margin:
+            raise ConfigError(f"--time-limit ({self.time_limit:g} s) must be longer than the save margin "
+                              f"({self.margin:g} s), or the job would stop before it starts")
+        try:
+            self.preempt_signal = stop_signal(self.preempt_signal).name
+        except ConfigError as exc:
+            raise ConfigError(f"--preempt-signal: {exc}") from None
+
+
+def derive_name(command: Sequence[str]) -> str:
+    """An experiment name from a command: the first ``*.py`` argument's stem, else the program's name."""
+    words = [Path(w).name for w in command]
+    pick = next((w[:-3] for w in words if w.endswith(".py")), None) or words[0]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", pick).strip("-._") or "run"
+    return name[:128]
+
+
+def _check_seconds(option: str, value: float | None) -> None:
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise ConfigError(f"{option} must be a finite number of seconds, 0 or more, not {value!r}")
