@@ -1,0 +1,141 @@
+"""MetricsWriter: bad values are refused in the caller's thread, the background writer survives
+failures, progress is written promptly (and throttled), and flush() waits for the writes."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from unbroken.errors import ConfigError, TrackingError
+from unbroken.runtime.metrics import MetricsWriter
+from unbroken.tracking import Tracker
+
+HOUR = 3600.0  # periodic flushes that never come during a test
+
+
+class SpyTracker:
+    """Delegates add_metrics to a real tracker, records each call, and fails the first ``fail`` calls."""
+
+    def __init__(self, tracker: Tracker, fail: int = 0):
+        self.tracker, self.fail, self.calls = tracker, fail, []
+
+    def add_metrics(self, trial_id, attempt_id, points, *, progress=None):
+        self.calls.append((list(points), progress))
+        if len(self.calls) <= self.fail:
+            raise TrackingError("database or disk is full (simulated)")
+        self.tracker.add_metrics(trial_id, attempt_id, points, progress=progress)
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    t = Tracker(tmp_path / "unbroken.db")
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def trial(tracker):
+    return tracker.create_trial("exp")
+
+
+@pytest.fixture
+def writer(tracker, trial):
+    w = MetricsWriter(tracker, trial.id, None, flush_seconds=HOUR)
+    yield w
+    w.close()
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the condition"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("steps, metrics, match", [
+    (2**64, {"loss": 1.0}, r"'loss'.*2\*\*63"),
+    (-1, {"loss": 1.0}, r"'loss'.*between 0 and"),
+    ("3", {"loss": 1.0}, r"'loss'.*whole number"),
+    (1.5, {"loss": 1.0}, r"'loss'.*whole number"),
+    (1, {"loss": np.array([1.0, 2.0])}, r"metric 'loss' must be a single number.*\(2,\)"),
+    (1, {"loss": torch.tensor([1.0, 2.0])}, r"metric 'loss' must be a single number.*\(2,\)"),
+    (1, {"loss": 10**400}, r"metric 'loss' is too large"),
+    (1, {"loss": "low"}, r"metric 'loss' must be a number, not str"),
+    (1, {"ok": 1.0, "loss": True}, r"metric 'loss' must be a number"),
+])
+def test_bad_reports_raise_config_error_in_the_caller_and_do_not_poison_the_writer(tracker, trial, writer,
+                                                                                    steps, metrics, match):
+    with pytest.raises(ConfigError, match=match):
+        writer.put("training", steps, metrics)
+    writer.put("training", 2, {"loss": 0.5})
+    assert writer.flush(30)
+    assert [(p.name, p.steps_completed, p.value) for p in tracker.metrics(trial.id)] == [("loss", 2, 0.5)]
+
+
+def test_values_are_finite_floats_or_null(tracker, trial, writer):
+    writer.put("training", 1, {"np": np.float32(0.5), "t": torch.tensor(2.0), "one": np.array([3.0]), "int": 7,
+                               "nan": float("nan"), "inf": float("-inf"), "none": None})
+    assert writer.flush(30)
+    values = {p.name: p.value for p in tracker.metrics(trial.id)}
+    assert values == {"np": 0.5, "t": 2.0, "one": 3.0, "int": 7.0, "nan": None, "inf": None, "none": None}
+
+
+def test_flush_waits_until_everything_queued_is_written(tracker, trial, writer):
+    for step in range(500):
+        writer.put("training", step, {"loss": float(step)})
+    assert writer.flush(30)  # no periodic flush for an hour: only flush() can have written them
+    assert len(tracker.metrics(trial.id)) == 500
+    assert writer.flush(30)  # nothing queued: returns at once
+
+
+def test_progress_is_written_promptly_with_the_metrics_queued_before_it(tracker, trial, writer):
+    writer.put("training", 1, {"loss": 1.0})
+    writer.progress(0.25)
+    wait_for(lambda: tracker.trial_by_id(trial.id).progress == 0.25, timeout=10)  # not after an hour
+    assert [p.name for p in tracker.metrics(trial.id)] == ["loss"]
+
+
+def test_progress_writes_are_throttled_and_coalesced(tracker, trial):
+    spy = SpyTracker(tracker)
+    writer = MetricsWriter(spy, trial.id, None, flush_seconds=HOUR, progress_seconds=HOUR)
+    writer.progress(0.1)
+    wait_for(lambda: tracker.trial_by_id(trial.id).progress == 0.1)  # the first is written at once
+    for i in range(2, 10):
+        writer.progress(i / 10)
+    assert writer.flush(30)
+    writer.close()
+    assert [progress for _, progress in spy.calls] == [0.1, 0.9]  # the updates in between coalesced
+    assert tracker.trial_by_id(trial.id).progress == 0.9
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan"), "half"])
+def test_bad_progress_is_refused(writer, fraction):
+    with pytest.raises(ConfigError, match="progress"):
+        writer.progress(fraction)
+
+
+def test_a_failed_write_is_logged_and_later_writes_still_work(tracker, trial, caplog):
+    spy = SpyTracker(tracker, fail=1)
+    writer = MetricsWriter(spy, trial.id, None, flush_seconds=HOUR)
+    with caplog.at_level(logging.WARNING, logger="unbroken"):
+        writer.put("training", 1, {"lost": 1.0})
+        assert writer.flush(30)
+        writer.put("training", 2, {"kept": 2.0})
+        writer.close()
+    assert "could not write 1 metric points" in caplog.text and "full" in caplog.text
+    assert [p.name for p in tracker.metrics(trial.id)] == ["kept"]
+
+
+def test_close_writes_everything_and_is_idempotent(tracker, trial):
+    writer = MetricsWriter(tracker, trial.id, None, flush_seconds=HOUR)
+    writer.put("validation", 3, {"acc": 0.9})
+    writer.progress(1.0)
+    writer.close()
+    writer.close()
+    assert writer.flush(0)  # a stopped writer has nothing left to write
+    assert [(p.group, p.name) for p in tracker.metrics(trial.id)] == [("validation", "acc")]
+    assert tracker.trial_by_id(trial.id).progress == 1.0
