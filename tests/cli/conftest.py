@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 import unbroken
+from unbroken.checkpoint import CheckpointStore
 from unbroken.cli.main import main
-from unbroken.tracking import Tracker
+from unbroken.paths import TrialPaths
+from unbroken.storage import LocalStorage
+from unbroken.tracking import Tracker, Trial, join_trial
 
 
 @dataclasses.dataclass
@@ -86,3 +92,60 @@ def trained(home) -> Trained:
     manifests = run.checkpoint.store.list()
     return Trained(home, run.info.trial_id, run.info.trial_dir / "checkpoints",
                    {m.steps_completed: m.uuid for m in manifests}, logs)
+
+
+# -- a home built with the index and the store directly (no training loop) --------------------------
+def commit(folder: Path, steps: int, payload: bytes = b"\x07" * 100, metadata: dict | None = None):
+    """Commit a checkpoint of one file into the checkpoints folder ``folder``; return its manifest."""
+    store = CheckpointStore(LocalStorage(folder))
+    pending = store.begin(steps, metadata or {"note": f"step {steps}"})
+    (pending.path / "data.bin").write_bytes(payload)
+    return store.commit(pending)
+
+
+def dead_identity() -> int:
+    """The pid of a process that ran and was reaped (gone for good)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@dataclasses.dataclass
+class Indexed:
+    home: Path
+    trial: Trial
+    paths: TrialPaths
+    manifests: list          # committed checkpoints in storage, oldest first
+    attempt_ids: list[int]
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.home / "unbroken.db")
+
+
+@pytest.fixture
+def indexed(home) -> Indexed:
+    """exp/1, completed: attempt 1 (steps 1-4, crashed), attempt 2 (restored step 4, steps 5-8,
+    completed); loss 1/step for steps 1-8 (steps 4 reported twice), validation acc at 4 and 8;
+    committed checkpoints at steps 2, 4, 8 (in storage and in the index); a log per attempt."""
+    paths = TrialPaths(home, "exp", 1)
+    with Tracker(home / "unbroken.db") as tracker:
+        trial = join_trial(tracker, "exp", hparams={"lr": 0.5})
+        manifests, ids = [], []
+        for number, steps, end in ((1, range(1, 5), "crashed"), (2, range(4, 9), "completed")):
+            attempt = tracker.start_attempt(trial.id, pid=os.getpid(), log_path=str(paths.attempt_log(number)))
+            ids.append(attempt.id)
+            tracker.add_metrics(trial.id, attempt.id, [("training", s, "loss", 1.0 / s, 1000.0 + s) for s in steps])
+            tracker.add_metrics(trial.id, attempt.id, [("validation", steps[-1], "acc", 0.25 * number, 2000.0)])
+            for s in steps:
+                if s in (2, 4, 8) and s not in [m.steps_completed for m in manifests]:
+                    m = commit(paths.checkpoints, s)
+                    manifests.append(m)
+                    tracker.record_checkpoint(trial.id, m.uuid, s, created_at=m.created_at, size_bytes=m.size,
+                                              metadata=m.metadata, attempt_id=attempt.id)
+            tracker.end_attempt(attempt.id, end, exit_code=0 if end == "completed" else 1)
+            paths.logs.mkdir(parents=True, exist_ok=True)
+            paths.attempt_log(number).write_text(f"attempt {number} says hello\n")
+        tracker.update_attempt(ids[1], restored_uuid=manifests[1].uuid, restored_steps=4)
+        tracker.update_trial(trial.id, status="completed")
+        trial = tracker.trial_by_id(trial.id)
+    return Indexed(home, trial, paths, manifests, ids)

@@ -21,14 +21,14 @@ from ckpt_helpers import flip_byte, fresh_store, save, truncate
 
 import unbroken
 from unbroken.checkpoint import State
-from unbroken.cli import inspect as inspect_cmd
+from unbroken.cli import logs as logs_cmd
 from unbroken.tracking import Tracker
 
 TRIAL_KEYS = {"ref", "experiment", "number", "status", "message", "steps_completed", "progress", "attempts",
               "restarts", "latest_checkpoint_steps", "hparams", "command", "storage", "created_at", "updated_at"}
 ATTEMPT_KEYS = {"number", "started_at", "ended_at", "duration_s", "host", "pid", "launcher", "exit_code", "signal",
                 "end_reason", "message", "log_path", "restored_uuid", "restored_steps", "slurm_job_id",
-                "slurm_array_task", "slurm_nodes", "slurm_restarts"}
+                "slurm_array_task", "slurm_nodes", "slurm_restarts", "state"}
 CHECKPOINT_KEYS = {"uuid", "steps_completed", "size_bytes", "created_at", "state", "reason", "files", "metadata"}
 VERIFY_KEYS = {"uuid", "steps_completed", "size_bytes", "status", "reason"}
 EXPORT_KEYS = {"uuid", "steps_completed", "source", "to", "format", "files", "size_bytes"}
@@ -144,8 +144,10 @@ def test_show_json_shape(cli, trained):
     assert (second["restored_steps"], second["restored_uuid"]) == (5, trained.uuids[5])
     assert second["slurm_job_id"] == "4242" and second["log_path"] == str(trained.logs[1])
     assert second["duration_s"] >= 0 and second["pid"] == os.getpid()
-    assert data["metrics"]["training"]["loss"] == {"steps_completed": 9, "value": pytest.approx(1 / 9)}
-    assert data["metrics"]["validation"] == {"acc": {"steps_completed": 9, "value": 0.75}}
+    assert data["metrics"]["training"]["loss"] == {"steps_completed": 9, "value": pytest.approx(1 / 9),
+                                                   "min": pytest.approx(1 / 9), "max": 1.0, "points": 9}
+    assert data["metrics"]["validation"] == {"acc": {"steps_completed": 9, "value": 0.75, "min": 0.75,
+                                                     "max": 0.75, "points": 2}}
 
 
 def test_show_crashed_attempt_and_signal(cli, home):
@@ -399,7 +401,7 @@ def test_logs_default_path_when_the_index_has_none(cli, trained):
 
 
 def test_logs_follow_until_the_attempt_ends(cli, trained, monkeypatch):
-    monkeypatch.setattr(inspect_cmd, "FOLLOW_INTERVAL", 0.02)
+    monkeypatch.setattr(logs_cmd, "FOLLOW_INTERVAL", 0.02)
     tracker = trained.tracker()
     log = trained.logs[1].parent / "attempt-3.log"
     attempt = tracker.start_attempt(trained.trial_id, pid=os.getpid(), log_path=str(log))
@@ -423,7 +425,7 @@ def test_logs_follow_until_the_attempt_ends(cli, trained, monkeypatch):
 
 
 def test_logs_follow_stops_when_the_process_is_gone(cli, trained, monkeypatch):
-    monkeypatch.setattr(inspect_cmd, "FOLLOW_INTERVAL", 0.02)
+    monkeypatch.setattr(logs_cmd, "FOLLOW_INTERVAL", 0.02)
     tracker = trained.tracker()
     log = trained.logs[1].parent / "attempt-3.log"
     log.write_text("last words\n")
@@ -454,7 +456,7 @@ def test_rm_all_checkpoints_asks_first(cli, trained):
     assert all(trained.checkpoint(s).exists() for s in STEPS)
     result = cli("rm", "exp", "--all-checkpoints", input="y\n")
     assert result.exit_code == 0 and "deleted 6 checkpoint(s)" in result.stdout
-    assert not any(trained.folder.iterdir())
+    assert [p.name for p in trained.folder.iterdir() if not p.name.startswith(".")] == []  # .leases may stay
     assert cli.json("rm", "raw", "--all-checkpoints", "--yes")["deleted"]  # --yes: no question
 
 

@@ -20,11 +20,8 @@ from . import _checks
 from . import _output as out
 from ._checks import Entry
 from ._output import CliError, handle_errors, json_option
-from ._resolve import Target, checkpoints_dir, find_trial, home_of, open_index, trial_store
+from ._resolve import Target, checkpoints_dir, find_trial, home_of, open_index, trial_store, trials_on_disk
 from ._verify import record_outcome
-
-_STAGING_PREFIX = ".tmp-"
-
 
 # -- rm ------------------------------------------------------------------------------------------
 @click.command("rm")
@@ -187,14 +184,9 @@ def _site_of(home: Path, trial: Trial) -> _Site:
 
 
 def _all_sites(home: Path, tracker: Tracker | None) -> list[_Site]:
-    """Every ``experiments/<name>/trial-<n>/checkpoints`` folder on disk (storage is the truth)."""
-    sites = []
-    for folder in sorted((home / "experiments").glob("*/trial-*/checkpoints")):
-        experiment, number = folder.parent.parent.name, folder.parent.name.removeprefix("trial-")
-        if not number.isdigit():
-            continue
-        sites.append(_Site(f"{experiment}/{number}", folder, _indexed(tracker, experiment, int(number))))
-    return sites
+    """Every trial's checkpoints folder on disk (storage is the truth), with its index row if any."""
+    return [_Site(f"{p.experiment}/{p.number}", p.checkpoints, _indexed(tracker, p.experiment, p.number))
+            for p in trials_on_disk(home)]
 
 
 def _indexed(tracker: Tracker | None, experiment: str, number: int) -> Trial | None:
@@ -207,17 +199,9 @@ def _indexed(tracker: Tracker | None, experiment: str, number: int) -> Trial | N
 
 
 def _gc_staging(site: _Site, dry_run: bool) -> list[dict[str, Any]]:
-    storage = LocalStorage(site.folder)
-    names = _stale_staging(storage) if dry_run else storage.clean_stale()
+    store = CheckpointStore(LocalStorage(site.folder))
+    names = store.stale_staging() if dry_run else store.clean_stale()
     return [_item(site, "staging", name, None) for name in sorted(names)]
-
-
-def _stale_staging(storage: LocalStorage) -> list[str]:
-    """What ``storage.clean_stale()`` would remove (same rule; see the report's proposal)."""
-    if not storage.root.is_dir():
-        return []
-    with os.scandir(storage.root) as it:
-        return [e.name for e in it if e.name.startswith(_STAGING_PREFIX) and storage._is_stale(e)]  # noqa: SLF001
 
 
 def _gc_corrupt(site: _Site, tracker: Tracker | None, dry_run: bool) -> list[dict[str, Any]]:

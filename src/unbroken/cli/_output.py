@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import functools
+import io
 import json
+import math
+import os
 import signal
 import sys
 import time
@@ -32,16 +36,47 @@ class CliError(click.ClickException):
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Turn unbroken's errors (and OS errors) raised by ``command`` into one-line CLI errors."""
+    """Turn unbroken's errors (and OS errors) raised by ``command`` into one-line CLI errors.
+
+    A closed stdout (``BrokenPipeError``) is not an error of the command: it passes through to
+    the group, which exits quietly (see :func:`quiet_on_broken_pipe`).
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:
+            raise
         except (UnbrokenError, OSError) as exc:
             raise CliError(one_line(str(exc))) from None
 
     return wrapper
+
+
+def quiet_on_broken_pipe(body: Callable[[], Any]) -> Any:
+    """Run ``body()``; when the reader of stdout went away (``unbroken logs X | head``), exit 0.
+
+    The usual Python idiom: stdout is pointed at /dev/null, so that the interpreter's final flush
+    of what is still buffered cannot fail again ("Exception ignored ... BrokenPipeError"), and
+    the command ends with status 0 and nothing on stderr.
+    """
+    try:
+        result = body()
+        sys.stdout.flush()  # fail here, inside the guard, rather than at interpreter exit
+        return result
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        raise click.exceptions.Exit(0) from None
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (tests' CliRunner)
+        pass
 
 
 def json_option(command: Callable) -> Callable:
@@ -57,11 +92,19 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
 
 
+class _Console(Console):
+    """rich's Console, but a closed stdout raises BrokenPipeError (rich would exit with status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output went away")
+
+
 def console(stderr: bool = False) -> Console:
     """A rich console on stdout (or stderr), wide when it is not a terminal."""
     stream = sys.stderr if stderr else sys.stdout
     terminal = stream.isatty()
-    return Console(file=stream, highlight=False, soft_wrap=False, width=None if terminal else _PIPE_WIDTH)
+    return _Console(file=stream, highlight=False, soft_wrap=False, width=None if terminal else _PIPE_WIDTH)
 
 
 def note(message: str) -> None:
@@ -174,3 +217,33 @@ def _scalar(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return value if isinstance(value, str) else json.dumps(value)
+
+
+#: Eight heights of a sparkline, lowest first.
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None], width: int = 16) -> str:
+    """The shape of ``values`` in at most ``width`` block characters (▁ lowest … █ highest).
+
+    Missing and non-finite values are left out; with more values than ``width`` each character
+    shows the mean of an equal share of them, in order. A flat series is drawn at mid height;
+    no values give "".
+    """
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if len(finite) > width:
+        n = len(finite)
+        shares = (finite[i * n // width:(i + 1) * n // width] for i in range(width))
+        finite = [sum(share) / len(share) for share in shares]
+    if not finite:
+        return ""
+    low, high = min(finite), max(finite)
+    if high == low:
+        return _BARS[3] * len(finite)
+    top = len(_BARS) - 1
+    return "".join(_BARS[round((v - low) / (high - low) * top)] for v in finite)
+
+
+def number(value: float | None) -> str:
+    """A metric value, short: 6 significant digits; "-" when missing."""
+    return "-" if value is None else f"{value:.6g}"

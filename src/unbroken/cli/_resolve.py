@@ -15,7 +15,9 @@ from pathlib import Path
 import click
 
 from ..checkpoint import CheckpointStore
-from ..config import DB_FILENAME, MANIFEST_NAME, check_name, resolve_home, trial_dir
+from ..config import DB_FILENAME, MANIFEST_NAME, check_name, resolve_home
+from ..errors import ConfigError
+from ..paths import TrialPaths
 from ..storage import LocalStorage
 from ..tracking import Tracker, Trial
 from ._output import CliError
@@ -29,17 +31,19 @@ def home_of(ctx: click.Context) -> Path:
     return resolve_home((root.obj or {}).get("home"))
 
 
-def open_index(ctx: click.Context, home: Path, *, required: bool = True) -> Tracker | None:
+def open_index(ctx: click.Context, home: Path, *, required: bool = True, readonly: bool = False) -> Tracker | None:
     """The tracking index of ``home``, closed with the command; never created by a reader.
 
-    Without a database: None, or CliError "no runs yet" when ``required``.
+    ``readonly``: opened with :meth:`Tracker.open_readonly` (no file is created or changed, and
+    it works on a read-only home; a write through it raises). Without a database: None, or
+    CliError "no runs yet" when ``required``.
     """
     db = home / DB_FILENAME
     if not db.is_file():
         if required:
             raise CliError(f"no runs yet in {home} (no {DB_FILENAME}; start one with unbroken.init or `unbroken run`)")
         return None
-    tracker = Tracker(db)
+    tracker = Tracker.open_readonly(db) if readonly else Tracker(db)
     ctx.call_on_close(tracker.close)
     return tracker
 
@@ -61,8 +65,31 @@ def find_trial(tracker: Tracker, text: str) -> Trial:
     return tracker.trial(experiment, number)
 
 
+def paths_of(home: Path, trial: Trial) -> TrialPaths:
+    """Where the files of ``trial`` live (the one owner of the layout)."""
+    return TrialPaths(home, trial.experiment, trial.number)
+
+
+def trials_on_disk(home: Path) -> list[TrialPaths]:
+    """Every trial folder under ``home`` that holds a checkpoints folder, by experiment and number.
+
+    Storage is the truth: this finds trials the index may have lost. Folders whose names do not
+    round-trip through :class:`TrialPaths` (not a valid experiment name, not a number) are skipped.
+    """
+    found = []
+    for folder in (home / "experiments").glob("*/trial-*"):
+        number = folder.name.removeprefix("trial-")
+        try:
+            paths = TrialPaths(home, folder.parent.name, int(number)) if number.isdigit() else None
+        except ConfigError:
+            paths = None
+        if paths is not None and paths.root == folder and paths.checkpoints.is_dir():
+            found.append(paths)
+    return sorted(found, key=lambda p: (p.experiment, p.number))
+
+
 def checkpoints_dir(home: Path, trial: Trial) -> Path:
-    return trial_dir(home, trial.experiment, trial.number) / "checkpoints"
+    return paths_of(home, trial).checkpoints
 
 
 def trial_store(home: Path, trial: Trial) -> CheckpointStore:
