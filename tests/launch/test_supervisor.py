@@ -48,6 +48,17 @@ def newest(home: Path, name: str, number: int = 1):
     return manifest, store.local_path(manifest.uuid)
 
 
+def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
 def wait_for_line(proc: subprocess.Popen, prefix: str) -> str:
     for line in proc.stdout:
         if line.startswith(prefix):
@@ -62,8 +73,8 @@ def test_chaos_ten_kills_end_bitwise_equal_with_eleven_attempts(tmp_path):
     sup = unbroken_run(home, "--name", "chaos", "--max-restarts", "20", "--backoff", "0", "--", *TRAIN)
     supervisor = psutil.Process(sup.pid)
     for _ in range(10):
-        wait_for_line(sup, "step ")
-        time.sleep(rng.uniform(0.0, 0.8))
+        for _ in range(rng.randint(1, 10)):  # kill at a random step: a condition, not a sleep
+            wait_for_line(sup, "step ")
         children = supervisor.children()
         assert len(children) == 1
         children[0].send_signal(signal.SIGKILL)
@@ -149,10 +160,9 @@ def test_sigterm_saves_exits_75_leaves_no_orphans_and_resumes(tmp_path):
     out = sup.stdout.read()
     assert sup.wait(timeout=60) == EXIT_PREEMPTED
     last_step = int(["step 20 ", *[l for l in out.splitlines() if l.startswith("step ")]][-1].split()[1])
-    time.sleep(0.2)
-    alive = [p for p in psutil.process_iter(["pid", "status"])
-             if _pgid(p.pid) == group and p.info["status"] != psutil.STATUS_ZOMBIE]
-    assert not alive, "orphans in the child's group"
+    wait_until(lambda: not [p for p in psutil.process_iter(["pid", "status"])
+                            if _pgid(p.pid) == group and p.info["status"] != psutil.STATUS_ZOMBIE],
+               timeout=10, what="no orphans in the child's group")
 
     manifest, _ = newest(tmp_path, "pre")
     assert manifest.steps_completed == last_step
@@ -168,12 +178,12 @@ def test_sigterm_saves_exits_75_leaves_no_orphans_and_resumes(tmp_path):
 
 def test_second_ctrl_c_kills_at_once(tmp_path):
     sup = unbroken_run(tmp_path, "--name", "stubborn", "--grace", "600", "--", sys.executable, "-u", "-c",
-                       "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); "
-                       "time.sleep(600)")
+                       "import signal, time; signal.signal(signal.SIGINT, lambda *a: print('saving', flush=True)); "
+                       "print('up', flush=True); time.sleep(600)")
     wait_for_line(sup, "up")
     sup.send_signal(signal.SIGINT)
-    time.sleep(0.5)
-    assert sup.poll() is None  # first Ctrl-C: waits for the command to save
+    wait_for_line(sup, "saving")  # the first Ctrl-C reached the command...
+    assert sup.poll() is None  # ...and the supervisor waits for it to save
     sup.send_signal(signal.SIGINT)
     assert sup.wait(timeout=10) == 130
     _, attempts = attempts_of(tmp_path, "stubborn")
@@ -201,7 +211,7 @@ def test_own_checkpointing_command_survives_kills(tmp_path):
                        "--steps", "150")
     for _ in range(4):
         wait_for_line(sup, "step ")
-        time.sleep(0.3)
+        wait_for_line(sup, "step ")  # a second save: the attempt made progress
         psutil.Process(sup.pid).children()[0].send_signal(signal.SIGKILL)
     sup.stdout.read()
     assert sup.wait(timeout=120) == 0
@@ -250,3 +260,67 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+# -- one writer per trial; no orphans when the supervisor itself is killed ----------------------------
+
+WRITER = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    from unbroken.envvars import LaunchEnv
+    from unbroken.paths import TrialPaths
+    env = LaunchEnv.from_env()
+    folder = TrialPaths(env.home, env.experiment, env.trial).checkpoints
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder.parent / f"pid-{env.attempt_id}").write_text(str(os.getpid()))
+    latest = folder / "latest.json"
+    step = json.loads(latest.read_text())["step"] if latest.exists() else 0
+    if sys.argv[1] == "once":
+        sys.exit(0 if step > 0 else 3)
+    while True:                      # a writer that never prints: only files show it is alive
+        step += 1
+        (folder / "tmp.json").write_text(json.dumps({"step": step}))
+        os.replace(folder / "tmp.json", latest)
+        time.sleep(0.01)
+""")
+
+
+def test_killed_supervisor_takes_its_child_along_and_the_next_one_resumes(tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    trial = tmp_path / "experiments" / "writer" / "trial-1"
+    first = unbroken_run(tmp_path, "--name", "writer", "--", sys.executable, str(script), "loop")
+    pid = int(wait_until(lambda: (trial / "pid-1").exists() and (trial / "pid-1").read_text(), what="child pid"))
+    child = psutil.Process(pid)
+    wait_until(lambda: (trial / "checkpoints" / "latest.json").exists(), what="a first checkpoint")
+    first.kill()  # SIGKILL: the supervisor cannot clean up
+    first.wait(10)
+    wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, timeout=10,
+               what="the orphaned child to die")
+    second = unbroken_run(tmp_path, "--name", "writer", "--", sys.executable, str(script), "once")
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err  # it resumed: "once" exits 0 only after a step was saved
+    trial_row, attempts = attempts_of(tmp_path, "writer")
+    assert [a.end_reason for a in attempts] == ["lost", "completed"] and trial_row.status == "completed"
+    assert attempts[0].pid == pid
+
+
+def test_second_supervisor_on_a_live_trial_refuses_naming_the_holder(tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    first = unbroken_run(tmp_path, "--name", "busy", "--", sys.executable, str(script), "loop")
+    try:
+        wait_until(lambda: (tmp_path / "experiments" / "busy" / "trial-1" / "pid-1").exists(), what="the first child")
+        second = unbroken_run(tmp_path, "--name", "busy", "--", sys.executable, str(script), "loop")
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 1
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"trial busy/1 is being written by pid {first.pid}" in err and "--wait" in err
+        waited = unbroken_run(tmp_path, "--name", "busy", "--wait", "0.5", "--", sys.executable, str(script), "loop")
+        _, err = waited.communicate(timeout=60)
+        assert waited.returncode == 1 and "(waited 0.5 s)" in err
+        _, attempts = attempts_of(tmp_path, "busy")
+        assert len(attempts) == 1 and attempts[0].end_reason is None  # the refused ones recorded nothing
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
