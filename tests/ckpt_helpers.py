@@ -13,13 +13,14 @@ from unbroken.storage import LocalStorage
 def save(store: CheckpointStore, state: State, steps: int, metadata: dict | None = None) -> str:
     """Capture, write into a pending checkpoint, commit; abort on any error (as Run.save does)."""
     tree, tensors, used_pickle = statefile.capture(state)
-    pending = store.begin()
+    pending = store.begin(steps, metadata)
     try:
         written = statefile.write(pending.path, tree, tensors, used_pickle)
     except BaseException:
         store.abort(pending)
         raise
-    return store.commit(pending, steps, metadata, known=written.entries, needs_pickle=written.needs_pickle).uuid
+    pending.add_written(written.entries, written.needs_pickle)
+    return store.commit(pending).uuid
 
 
 def restore(store: CheckpointStore, state: State, uuid: str | None = None, **kwargs) -> str:

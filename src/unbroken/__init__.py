@@ -16,12 +16,14 @@ preemption and time limits; metrics and the history of every attempt. Start with
 from .checkpoint import State, keep_all, keep_best, keep_every, keep_latest
 from .config import EXIT_PREEMPTED
 from .errors import (
-    BackgroundSaveError, CheckpointError, CheckpointNotFound, ConfigError, CorruptCheckpoint,
+    BackgroundSaveError, CheckpointError, CheckpointGone, CheckpointNotFound, ConfigError, CorruptCheckpoint,
     CorruptCheckpointWarning, LaunchError, NotFound, PickleNotAllowed, StateMismatch, StorageError,
-    TensorFileError, TrackingError, UnbrokenError, UnbrokenWarning, UnsafePathError,
+    TensorFileError, TrackingError, TrialBusy, TrialNotFound, UnbrokenError, UnbrokenWarning, UnsafePathError,
+    UnsupportedFormatVersion, UnsupportedValue,
 )
 from .runtime.policy import every_seconds, every_steps, never
-from .runtime.run import Run, RunInfo, init
+from .runtime.init import init
+from .runtime.run import Run, RunInfo
 
 __version__ = "0.1.0"
 
@@ -36,7 +38,8 @@ def __getattr__(name: str):
 __all__ = [
     "EXIT_PREEMPTED", "ResumableLoader", "Run", "RunInfo", "State", "__version__",
     "every_seconds", "every_steps", "init", "keep_all", "keep_best", "keep_every", "keep_latest", "never",
-    "BackgroundSaveError", "CheckpointError", "CheckpointNotFound", "ConfigError", "CorruptCheckpoint",
-    "CorruptCheckpointWarning", "LaunchError", "NotFound", "PickleNotAllowed", "StateMismatch",
-    "StorageError", "TensorFileError", "TrackingError", "UnbrokenError", "UnbrokenWarning", "UnsafePathError",
+    "BackgroundSaveError", "CheckpointError", "CheckpointGone", "CheckpointNotFound", "ConfigError",
+    "CorruptCheckpoint", "CorruptCheckpointWarning", "LaunchError", "NotFound", "PickleNotAllowed",
+    "StateMismatch", "StorageError", "TensorFileError", "TrackingError", "TrialBusy", "TrialNotFound",
+    "UnbrokenError", "UnbrokenWarning", "UnsafePathError", "UnsupportedFormatVersion", "UnsupportedValue",
 ]

@@ -87,7 +87,7 @@ def tiny_checkpoints(home):
 
 def wait_until_done(run) -> None:
     """Let the save in flight finish without asking for its result."""
-    handle = run._saver.in_flight if run._saver is not None else None
+    handle = run._loop.saver.in_flight if run._loop.saver is not None else None
     while handle is not None and not handle.done():
         time.sleep(0.01)
 

@@ -124,7 +124,7 @@ class Opaque:
 
 def test_pickle_needs_opt_in_on_both_sides(home):
     with unbroken.init("exp", home=home) as run:
-        with pytest.raises(ConfigError, match="allow_pickle"):
+        with pytest.raises(unbroken.UnsupportedValue, match="allow_pickle"):
             run.save(unbroken.State(obj=Opaque()), 1)
         run.save(unbroken.State(obj=Opaque(), allow_pickle=True), 1)
     with unbroken.init("exp", home=home) as run:

@@ -12,13 +12,13 @@ from oshelpers import dead_pid, free_bytes, live_process
 
 from unbroken.errors import ConfigError, StorageError
 from unbroken.storage import LocalStorage
-from unbroken.storage.local import storage_error
+from unbroken.storage.fsio import storage_error
 
 MANIFEST = "MANIFEST.json"
 
 
 def stage_with(storage: LocalStorage, name: str, files: dict[str, bytes]):
-    staged = storage.stage(name)
+    staged = storage.commit.stage(name)
     for rel, data in files.items():
         path = staged / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,9 +26,15 @@ def stage_with(storage: LocalStorage, name: str, files: dict[str, bytes]):
     return staged
 
 
+def publish(storage: LocalStorage, staged, name: str, manifest: bytes = b"{}") -> None:
+    """Publish every file of ``staged`` (none was fsynced by its writer)."""
+    files = [p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()]
+    storage.commit.finish(staged, name, MANIFEST, manifest, files)
+
+
 def test_stage_is_hidden_and_named_after_host_and_pid(tmp_path):
     storage = LocalStorage(tmp_path / "root")
-    staged = storage.stage("ck1")
+    staged = storage.commit.stage("ck1")
     assert staged.is_dir() and staged.parent == tmp_path / "root"
     assert staged.name == f".tmp-ck1-{socket.gethostname()}-{os.getpid()}"
     assert list(staged.iterdir()) == []
@@ -39,7 +45,7 @@ def test_publish_makes_files_visible_with_the_manifest_written_last(tmp_path):
     storage = LocalStorage(tmp_path)
     staged = stage_with(storage, "ck1", {"a.bin": b"alpha", "sub/b.txt": b"beta"})
     assert storage.names() == []
-    storage.publish(staged, "ck1", MANIFEST, b'{"m": 1}')
+    publish(storage, staged, "ck1", b'{"m": 1}')
     assert not staged.exists()
     assert storage.names() == ["ck1"]
     assert storage.read_bytes("ck1", "a.bin") == b"alpha"
@@ -53,10 +59,10 @@ def test_publish_makes_files_visible_with_the_manifest_written_last(tmp_path):
 
 def test_publish_over_an_existing_name_fails_and_keeps_the_old_one(tmp_path):
     storage = LocalStorage(tmp_path)
-    storage.publish(stage_with(storage, "ck", {"f": b"old"}), "ck", MANIFEST, b"{}")
+    publish(storage, stage_with(storage, "ck", {"f": b"old"}), "ck", b"{}")
     staged = stage_with(storage, "ck", {"f": b"new"})
     with pytest.raises(StorageError) as info:
-        storage.publish(staged, "ck", MANIFEST, b"{}")
+        publish(storage, staged, "ck", b"{}")
     assert info.value.errno == errno.EEXIST
     assert "exists already" in str(info.value)
     assert not staged.exists()
@@ -80,7 +86,7 @@ def test_names_of_a_missing_root_is_empty(tmp_path):
 def test_bad_names_raise_config_error(tmp_path, name):
     storage = LocalStorage(tmp_path)
     with pytest.raises(ConfigError, match="invalid storage directory name"):
-        storage.stage(name)
+        storage.commit.stage(name)
     with pytest.raises(ConfigError):
         storage.local_dir(name)
     with pytest.raises(ConfigError):
@@ -89,7 +95,7 @@ def test_bad_names_raise_config_error(tmp_path, name):
 
 def test_open_refuses_a_symlinked_file(tmp_path):
     storage = LocalStorage(tmp_path / "root")
-    storage.publish(stage_with(storage, "ck", {"f": b"x"}), "ck", MANIFEST, b"{}")
+    publish(storage, stage_with(storage, "ck", {"f": b"x"}), "ck", b"{}")
     outside = tmp_path / "secret"
     outside.write_bytes(b"secret")
     (tmp_path / "root" / "ck" / "link").symlink_to(outside)
@@ -100,7 +106,7 @@ def test_open_refuses_a_symlinked_file(tmp_path):
 
 def test_reading_a_folder_is_a_storage_error(tmp_path):
     storage = LocalStorage(tmp_path)
-    storage.publish(stage_with(storage, "ck", {"d/f": b"x"}), "ck", MANIFEST, b"{}")
+    publish(storage, stage_with(storage, "ck", {"d/f": b"x"}), "ck", b"{}")
     with pytest.raises(StorageError) as info:  # regression: a bare IsADirectoryError escaped
         storage.read_bytes("ck", "d")
     assert info.value.errno == errno.EISDIR
@@ -108,7 +114,7 @@ def test_reading_a_folder_is_a_storage_error(tmp_path):
 
 def test_missing_file_is_a_storage_error_caused_by_file_not_found(tmp_path):
     storage = LocalStorage(tmp_path)
-    storage.publish(stage_with(storage, "ck", {}), "ck", MANIFEST, b"{}")
+    publish(storage, stage_with(storage, "ck", {}), "ck", b"{}")
     with pytest.raises(StorageError) as info:
         storage.read_bytes("ck", "nope")
     assert isinstance(info.value.__cause__, FileNotFoundError)
@@ -117,7 +123,7 @@ def test_missing_file_is_a_storage_error_caused_by_file_not_found(tmp_path):
 
 def test_delete_removes_everything_and_tolerates_missing(tmp_path):
     storage = LocalStorage(tmp_path)
-    storage.publish(stage_with(storage, "ck", {"a": b"1", "d/b": b"2"}), "ck", MANIFEST, b"{}")
+    publish(storage, stage_with(storage, "ck", {"a": b"1", "d/b": b"2"}), "ck", b"{}")
     storage.delete("ck")
     assert storage.names() == []
     assert list(tmp_path.iterdir()) == []  # the renamed ".tmp-deleting-..." is gone too
@@ -128,15 +134,15 @@ def test_delete_removes_everything_and_tolerates_missing(tmp_path):
 def test_discard_removes_staging_and_ignores_missing(tmp_path):
     storage = LocalStorage(tmp_path)
     staged = stage_with(storage, "ck", {"a": b"1"})
-    storage.discard(staged)
+    storage.commit.discard(staged)
     assert not staged.exists()
-    storage.discard(staged)
+    storage.commit.discard(staged)
     assert not staged.exists()
 
 
 def test_download_copies_a_published_directory(tmp_path):
     storage = LocalStorage(tmp_path / "root")
-    storage.publish(stage_with(storage, "ck", {"a": b"1", "d/b": b"2"}), "ck", MANIFEST, b"{}")
+    publish(storage, stage_with(storage, "ck", {"a": b"1", "d/b": b"2"}), "ck", b"{}")
     dest = storage.download("ck", tmp_path / "copy")
     assert (dest / "a").read_bytes() == b"1"
     assert (dest / "d" / "b").read_bytes() == b"2"
@@ -153,22 +159,22 @@ def test_clean_stale_removes_staging_of_dead_pids_only(tmp_path):
     (dead / "partial.bin").write_bytes(b"half a checkpoint")
     dead_delete = tmp_path / f".tmp-deleting-ck-old-{host}-{dead_pid()}"
     dead_delete.mkdir()
-    mine = storage.stage("ck-mine")  # this (live) process
+    mine = storage.commit.stage("ck-mine")  # this (live) process
     (mine / "f").write_bytes(b"in progress")
     published = tmp_path / "published"
     published.mkdir()
     with live_process() as pid:
         other_live = tmp_path / f".tmp-ck-other-{host}-{pid}"
         other_live.mkdir()
-        removed = storage.clean_stale()
+        removed = storage.commit.clean_stale()
         assert sorted(removed) == sorted([dead.name, dead_delete.name])
         assert not dead.exists() and not dead_delete.exists()
         assert mine.exists() and (mine / "f").read_bytes() == b"in progress"
         assert other_live.exists()
         assert published.exists()
     # Once that process has ended, its staging directory is stale too.
-    assert storage.clean_stale() == [other_live.name]
-    assert mine.exists() and storage.clean_stale() == []
+    assert storage.commit.clean_stale() == [other_live.name]
+    assert mine.exists() and storage.commit.clean_stale() == []
 
 
 def test_clean_stale_only_removes_old_staging_of_other_hosts(tmp_path):
@@ -179,12 +185,12 @@ def test_clean_stale_only_removes_old_staging_of_other_hosts(tmp_path):
     old.mkdir()
     two_days_ago = time.time() - 2 * 24 * 3600
     os.utime(old, (two_days_ago, two_days_ago))
-    assert storage.clean_stale() == [old.name]
+    assert storage.commit.clean_stale() == [old.name]
     assert recent.exists() and not old.exists()
 
 
 def test_clean_stale_of_a_missing_root_is_empty(tmp_path):
-    assert LocalStorage(tmp_path / "nope").clean_stale() == []
+    assert LocalStorage(tmp_path / "nope").commit.clean_stale() == []
 
 
 # -- error messages ---------------------------------------------------------------------------
@@ -204,8 +210,8 @@ def test_storage_error_says_no_permission(code):
 
 def test_publish_on_a_full_disk_leaves_nothing_visible(small_disk):
     storage = LocalStorage(small_disk / "root")
-    storage.publish(stage_with(storage, "old", {"f": b"kept"}), "old", MANIFEST, b"{}")
-    staged = storage.stage("new")
+    publish(storage, stage_with(storage, "old", {"f": b"kept"}), "old", b"{}")
+    staged = storage.commit.stage("new")
     # Fill every free byte with the data file, so that only the manifest no longer fits.
     with open(staged / "data", "wb") as f:
         try:
@@ -215,7 +221,7 @@ def test_publish_on_a_full_disk_leaves_nothing_visible(small_disk):
             assert exc.errno == errno.ENOSPC
     assert free_bytes(small_disk) == 0
     with pytest.raises(StorageError) as info:
-        storage.publish(staged, "new", MANIFEST, b'{"manifest": "does not fit"}')
+        publish(storage, staged, "new", b'{"manifest": "does not fit"}')
     assert info.value.errno == errno.ENOSPC
     assert "disk is full" in str(info.value)
     assert storage.names() == ["old"]

@@ -4,10 +4,15 @@ Any framework, any files::
 
     with run.checkpoint.store_path({"steps_completed": step}) as (path, uuid):
         torch.save(model.state_dict(), path / "model.pt")
-    with run.checkpoint.restore_path(run.checkpoint.latest_checkpoint) as path:
-        model.load_state_dict(torch.load(path / "model.pt"))
+    latest = run.checkpoint.latest_checkpoint
+    if latest is not None:
+        with run.checkpoint.restore_path(latest) as path:
+            model.load_state_dict(torch.load(path / "model.pt"))
 
-Every commit is recorded in the tracking index and followed by the retention policy.
+Every commit (from here or from ``run.save``) is recorded in the tracking index and followed
+by the retention policy, in the committing thread. A checkpoint inside a ``restore_path`` block
+(or being restored by ``run.restore``) holds a read lease: no retention or ``gc``, in this or
+any other process, deletes it before the block ends.
 """
 
 from __future__ import annotations
@@ -15,62 +20,72 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..checkpoint import CheckpointStore, Manifest, PendingCheckpoint, RetentionPolicy
-from ..checkpoint.format.manifest import FileEntry
-from ..checkpoint.store.retention import to_delete
+from ..checkpoint import CheckpointStore, Manifest, RetentionPolicy
 from ..config import MANIFEST_NAME
-from ..errors import CheckpointNotFound, ConfigError, CorruptCheckpointWarning, NotFound, TrackingError
-from ..tracking import Tracker
+from ..errors import CheckpointNotFound, ConfigError, CorruptCheckpoint, CorruptCheckpointWarning
+from .index import RunIndex
 
 log = logging.getLogger("unbroken")
 
 
 class CheckpointContext:
-    """Store, find, restore and delete the checkpoints of one trial."""
+    """Store, find, restore and delete the checkpoints of one trial (``run.checkpoint``).
 
-    def __init__(self, store: CheckpointStore, tracker: Tracker | None, trial_id: int | None,
-                 attempt_id: int | None, retention: RetentionPolicy):
+    Threads: the API is for the training thread; the commit hook runs in whichever thread
+    commits (the background writer for asynchronous saves).
+    """
+
+    def __init__(self, store: CheckpointStore, index: RunIndex | None, retention: RetentionPolicy, *,
+                 label: str = "trial"):
         self.store = store
-        self._tracker, self._trial_id, self._attempt_id = tracker, trial_id, attempt_id
         self.retention = retention
-        self.protected: set[str] = set()  # never deleted by retention (e.g. the restored checkpoint)
-        self.corrupt: dict[str, str] = {}
+        self._index = index
+        self._label = label
+        self._reported: set[str] = set()
+        store.on_committed(self._after_commit)
 
     # -- Determined-style API ----------------------------------------------------------------
     @contextlib.contextmanager
     def store_path(self, metadata: dict[str, Any]) -> Iterator[tuple[Path, str]]:
         """Yield ``(path, uuid)``: write files under ``path``; they are committed when the block ends.
 
-        ``metadata`` must hold ``steps_completed`` (int). If the block raises, nothing is saved.
+        ``metadata`` must hold ``steps_completed`` (an int in [0, 2**63)). If the block raises,
+        nothing is saved.
         """
         steps = _steps_of(metadata)
-        pending = self.store.begin()
+        pending = self.store.begin(steps, metadata)
         try:
             yield pending.path, pending.uuid
         except BaseException:
             self.store.abort(pending)
             raise
-        self.commit(pending, steps, metadata)
+        self.store.commit(pending)
 
     @contextlib.contextmanager
     def restore_path(self, checkpoint: str | None, *, verify: bool = True) -> Iterator[Path]:
-        """Yield the local directory of a checkpoint after verifying every file. Do not modify it."""
+        """Yield the local directory of a checkpoint after verifying every file. Do not modify it.
+
+        The checkpoint is leased for the block (see the module docstring). The first restore
+        of an attempt is recorded as its resume point.
+        """
         if checkpoint is None:
-            raise CheckpointNotFound("no checkpoint to restore (latest_checkpoint is None on a fresh trial)")
-        if verify:
-            self.store.verify(checkpoint)
-        else:
-            self.store.manifest(checkpoint)
-        local = self.store.local_path(checkpoint)
-        if local is not None:
-            yield local
-            return
-        with _temporary_dir() as tmp:
-            yield self.store.storage.download(checkpoint, tmp)
+            raise CheckpointNotFound("no checkpoint to restore: latest_checkpoint is None on a fresh trial "
+                                     "(guard with `if latest is not None:`)")
+        with self.store.reading(checkpoint) as manifest:
+            if verify:
+                self._verify(checkpoint)
+            self.record_restore(manifest)
+            local = self.store.local_path(checkpoint)
+            if local is not None:
+                yield local
+                return
+            with tempfile.TemporaryDirectory(prefix="unbroken-restore-") as tmp:
+                yield self.store.storage.download(checkpoint, Path(tmp))
 
     def upload(self, src: str | Path, metadata: dict[str, Any]) -> str:
         """Copy an existing directory into a new checkpoint; return its uuid."""
@@ -84,12 +99,12 @@ class CheckpointContext:
     def download(self, checkpoint: str, dest: str | Path) -> Path:
         """Verify a checkpoint and copy its files (and manifest) into ``dest``."""
         dest = Path(dest)
-        manifest = self.store.verify(checkpoint)
-        with self.restore_path(checkpoint, verify=False) as path:
-            for entry in [*manifest.files, FileEntry(MANIFEST_NAME, 0, "00000000")]:
-                target = dest / entry.path
+        with self.restore_path(checkpoint) as path:
+            manifest = self.store.manifest(checkpoint)
+            for rel in [*(f.path for f in manifest.files), MANIFEST_NAME]:
+                target = dest / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path / entry.path, target, follow_symlinks=False)
+                shutil.copyfile(path / rel, target, follow_symlinks=False)
         return dest
 
     def get_metadata(self, checkpoint: str) -> dict[str, Any]:
@@ -100,11 +115,16 @@ class CheckpointContext:
     def delete(self, checkpoint: str) -> None:
         """Delete a checkpoint from storage and mark it deleted in the index."""
         self.store.delete(checkpoint)
-        self._index("mark_checkpoint", checkpoint, "deleted")
+        if self._index is not None:
+            self._index.mark_checkpoint(checkpoint, "deleted")
 
     @property
     def latest_checkpoint(self) -> str | None:
-        """The uuid of the newest checkpoint whose files verify, or None."""
+        """The uuid of the newest checkpoint whose files verify, or None.
+
+        Verifies at most once per checkpoint and process (this process's own saves are known
+        good), so asking it in a loop is cheap.
+        """
         manifest = self.newest_good()
         return manifest.uuid if manifest else None
 
@@ -115,67 +135,60 @@ class CheckpointContext:
     # -- used by Run -------------------------------------------------------------------------
     def newest_good(self) -> Manifest | None:
         self.report_unreadable()
-        return self.store.newest_good(on_corrupt=self.report_corrupt, exclude=set(self.corrupt))
+        return self.store.newest_good(on_corrupt=self._report)
 
     def candidates(self) -> Iterator[Manifest]:
         """Committed checkpoints not known to be corrupt, newest first; unreadable ones are reported."""
         self.report_unreadable()
-        return self.store.candidates(exclude=set(self.corrupt))
+        return self.store.candidates()
 
     def report_unreadable(self) -> None:
         """Warn once about each checkpoint directory whose manifest is missing or invalid."""
-        for problem in self.store.scan()[1]:
-            if problem.uuid not in self.corrupt:
-                self.report_corrupt(problem.uuid, problem.reason)
-
-    def commit(self, pending: PendingCheckpoint, steps_completed: int, metadata: dict[str, Any],
-               *, known: dict[str, FileEntry] | None = None, needs_pickle: bool = False) -> Manifest:
-        """Commit a pending checkpoint, record it, then apply retention."""
-        manifest = self.store.commit(pending, steps_completed, metadata, known=known, needs_pickle=needs_pickle)
-        self._record(manifest)
-        self.apply_retention(keep={manifest.uuid})
-        return manifest
-
-    def apply_retention(self, keep: set[str] = frozenset()) -> list[str]:
-        """Delete what the retention policy lets go; never protected ones or ``keep``."""
-        good = [m for m in self.store.list() if m.uuid not in self.corrupt]
-        newest = {good[-1].uuid} if good else set()
-        deleted = []
-        for manifest in to_delete(self.retention, good, self.protected | set(keep) | newest):
-            try:
-                self.delete(manifest.uuid)
-                deleted.append(manifest.uuid)
-            except Exception as exc:  # noqa: BLE001 - a failed cleanup must not fail the save
-                log.warning("unbroken: retention could not delete checkpoint %s: %s", manifest.uuid, exc)
-        return deleted
+        for uuid, reason in self.store.corrupt.items():
+            self._report(uuid, reason)
 
     def report_corrupt(self, uuid: str, reason: str) -> None:
-        """Warn about a checkpoint that failed verification and mark it corrupt in the index."""
-        self.corrupt[uuid] = reason
-        warnings.warn(f"skipping corrupt checkpoint {uuid}: {reason}", CorruptCheckpointWarning, stacklevel=3)
+        """Mark a checkpoint that failed verification corrupt, warn, and index it as corrupt."""
+        self.store.mark_corrupt(uuid, reason)
+        self._report(uuid, reason)
+
+    def record_restore(self, manifest: Manifest) -> None:
+        """Record (first time only) and say where this attempt resumes."""
+        if self._index is None or self._index.record_restore(manifest.uuid, manifest.steps_completed):
+            log.info("unbroken: %s resumed from checkpoint %s at step %d", self._label, manifest.uuid,
+                     manifest.steps_completed)
+
+    def apply_retention(self, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Delete what the retention policy lets go; never ``keep``, the newest good one, or a leased one."""
+        deleted = self.store.apply_retention(self.retention, keep)
+        if self._index is not None:
+            for uuid in deleted:
+                self._index.mark_checkpoint(uuid, "deleted")
+        return deleted
+
+    def _after_commit(self, manifest: Manifest) -> None:
+        if self._index is not None:
+            self._index.record_checkpoint(manifest)
+        self.apply_retention(keep={manifest.uuid})
+
+    def _verify(self, uuid: str) -> None:
+        try:
+            self.store.verify(uuid)
+        except CorruptCheckpoint as exc:
+            self.report_corrupt(uuid, str(exc))
+            raise
+
+    def _report(self, uuid: str, reason: str) -> None:
+        if uuid in self._reported:
+            return
+        self._reported.add(uuid)
+        warnings.warn(f"skipping corrupt checkpoint {uuid}: {reason}", CorruptCheckpointWarning, stacklevel=4)
         log.warning("unbroken: skipping corrupt checkpoint %s: %s", uuid, reason)
-        if self._tracker is None:
-            return
-        try:
-            self._tracker.checkpoint(uuid)
-        except NotFound:
-            with contextlib.suppress(CheckpointNotFound, Exception):
-                self._record(self.store.manifest(uuid), attempt=False)
-        self._index("mark_checkpoint", uuid, "corrupt", reason)
-
-    def _record(self, manifest: Manifest, attempt: bool = True) -> None:
-        self._index("record_checkpoint", self._trial_id, manifest.uuid, manifest.steps_completed,
-                    created_at=manifest.created_at, size_bytes=manifest.size, metadata=manifest.metadata,
-                    attempt_id=self._attempt_id if attempt else None)
-
-    def _index(self, method: str, *args: Any, **kwargs: Any) -> None:
-        """Write to the tracking index; a failure there is logged, never fatal to a checkpoint."""
-        if self._tracker is None or self._trial_id is None:
-            return
-        try:
-            getattr(self._tracker, method)(*args, **kwargs)
-        except TrackingError as exc:
-            log.warning("unbroken: could not update the tracking index (%s): %s", method, exc)
+        if self._index is not None:
+            manifest = None
+            with contextlib.suppress(Exception):
+                manifest = self.store.manifest(uuid)
+            self._index.mark_checkpoint(uuid, "corrupt", reason, manifest=manifest)
 
 
 def _steps_of(metadata: Any) -> int:
@@ -184,14 +197,4 @@ def _steps_of(metadata: Any) -> int:
             "store_path(metadata) needs metadata with 'steps_completed' (an int): "
             "store_path({'steps_completed': step})"
         )
-    steps = metadata["steps_completed"]
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ConfigError(f"metadata['steps_completed'] must be a non-negative int, not {steps!r}")
-    return steps
-
-
-@contextlib.contextmanager
-def _temporary_dir() -> Iterator[Path]:
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix="unbroken-restore-") as tmp:
-        yield Path(tmp)
+    return metadata["steps_completed"]

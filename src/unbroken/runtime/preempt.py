@@ -3,60 +3,86 @@
 Signal handlers do nothing but record the request (no I/O, no locks, no exit), as DESIGN.md
 demands. A second SIGINT while a stop is pending raises KeyboardInterrupt at once, so an
 impatient Ctrl-C still works.
+
+When the handlers are installed: only once the script has a way to act on them, i.e. at its
+first :meth:`PreemptContext.should_preempt` (``run.steps()`` and ``maybe_save`` ask it too).
+A script that never asks keeps the default actions, so SIGTERM still ends it instead of being
+swallowed forever. The handlers go back when the run closes.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
-from ..config import ENV_DEADLINE, ENV_PREEMPT_SIGNAL
 from ..errors import ConfigError
 
 DEFAULT_SIGNALS = ("SIGTERM", "SIGINT")
 DEFAULT_EXTRA_SIGNAL = "SIGUSR2"  # Slurm's --signal; USR1 is taken by NCCL
+#: Signals a process cannot catch: asking to be told about them is an error.
+UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
 
 
 def parse_signal(name: str | int | signal.Signals) -> signal.Signals:
-    """``"USR2"``, ``"SIGUSR2"``, ``12`` -> ``signal.SIGUSR2`` (ConfigError if unknown)."""
-    if isinstance(name, signal.Signals):
-        return name
+    """``"USR2"``, ``"SIGUSR2"``, ``12`` -> ``signal.SIGUSR2``; ConfigError if unknown or uncatchable."""
     try:
-        if isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
-            return signal.Signals(int(name))
-        upper = name.upper()
-        return signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper]
+        if isinstance(name, signal.Signals):
+            sig = name
+        elif isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
+            sig = signal.Signals(int(name))
+        else:
+            upper = name.upper()
+            sig = signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper]
     except (KeyError, ValueError, AttributeError):
         raise ConfigError(f"unknown signal {name!r}; use a name like USR2 or TERM") from None
+    if sig in UNCATCHABLE:
+        raise ConfigError(f"signal {sig.name} cannot be caught, so it cannot ask for a save; use USR2, USR1 or TERM")
+    return sig
 
 
 class PreemptContext:
-    """Knows whether the training should stop now: ``should_preempt()``."""
+    """Knows whether the training should stop now: ``should_preempt()`` (``run.preempt``).
 
-    def __init__(self, signals: Iterable[str | int] | None = None, deadline: float | None = None):
-        extra = os.environ.get(ENV_PREEMPT_SIGNAL) or DEFAULT_EXTRA_SIGNAL
-        names = list(signals) if signals is not None else [*DEFAULT_SIGNALS, extra]
+    Threads: ``should_preempt``/``request`` from any thread; handlers are installed (lazily)
+    only from the main thread.
+    """
+
+    def __init__(self, signals: Iterable[str | int] | None = None, deadline: float | None = None,
+                 extra_signal: str | None = None, clock: Callable[[], float] = time.time):
+        names = list(signals) if signals is not None else [*DEFAULT_SIGNALS, extra_signal or DEFAULT_EXTRA_SIGNAL]
         self.signals = tuple(dict.fromkeys(parse_signal(s) for s in names))
-        env_deadline = os.environ.get(ENV_DEADLINE)
-        self.deadline = deadline if deadline is not None else (float(env_deadline) if env_deadline else None)
+        self.deadline = deadline
+        self._clock = clock
         self._reason: str | None = None
         self._previous: dict[signal.Signals, object] = {}
+        self._armed = False
+        self._closed = False
 
     # -- requests ----------------------------------------------------------------------------
     def should_preempt(self) -> bool:
-        """True once a stop was requested (signal, deadline, or :meth:`request`)."""
-        if self._reason is None and self.deadline is not None and time.time() >= self.deadline:
+        """True once a stop was requested (signal, deadline, or :meth:`request`).
+
+        The first call installs the signal handlers (see the module docstring).
+        """
+        if not self._armed:
+            self.install()
+        if self._reason is None and self.deadline is not None and self._clock() >= self.deadline:
             self._reason = "deadline"
         return self._reason is not None
 
     @property
     def reason(self) -> str | None:
         """Why a stop was requested: ``"signal SIGTERM"``, ``"deadline"``, ..., or None."""
-        self.should_preempt()
+        if self._reason is None and self.deadline is not None and self._clock() >= self.deadline:
+            self._reason = "deadline"
         return self._reason
+
+    @property
+    def armed(self) -> bool:
+        """True once the signal handlers are installed."""
+        return self._armed
 
     def request(self, reason: str = "requested") -> None:
         """Ask the training to stop at the next step boundary."""
@@ -65,18 +91,21 @@ class PreemptContext:
 
     # -- signal handlers ---------------------------------------------------------------------
     def install(self) -> bool:
-        """Install the handlers (main thread only; returns False elsewhere)."""
-        if threading.current_thread() is not threading.main_thread():
-            return False
+        """Install the handlers now (main thread only; returns False elsewhere or after close)."""
+        if self._armed or self._closed or threading.current_thread() is not threading.main_thread():
+            return self._armed
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._on_signal)
+        self._armed = True
         return True
 
     def uninstall(self) -> None:
-        """Put back the handlers that were there before :meth:`install`."""
+        """Put back the handlers that were there before :meth:`install`; no more are installed."""
+        self._closed = True
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
+        self._armed = False
 
     def _on_signal(self, signum: int, _frame) -> None:
         if signum == signal.SIGINT and self._reason is not None:

@@ -122,8 +122,18 @@ class ReadLeases:
 
     @contextlib.contextmanager
     def hold(self, name: str) -> Iterator[None]:
-        """Hold a shared lease on ``name`` for the block. Waits while a deleter holds it."""
-        fd = _open_lock_file(self.dir / name)
+        """Hold a shared lease on ``name`` for the block. Waits while a deleter holds it.
+
+        Where no lease file can be made (read-only storage, a folder of another user) the block
+        runs without one: whoever cannot write there cannot delete there either.
+        """
+        try:
+            fd = _open_lock_file(self.dir / name)
+        except StorageError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield

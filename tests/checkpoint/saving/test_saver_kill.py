@@ -29,19 +29,14 @@ pytestmark = pytest.mark.slow
 CHILD = textwrap.dedent("""
     import sys, torch, numpy as np
     from pathlib import Path
-    from unbroken.checkpoint import CheckpointStore, State
+    from unbroken.checkpoint import CheckpointStore, State, keep_latest
     from unbroken.checkpoint.saving.saver import Saver
     from unbroken.storage import LocalStorage
 
     store = CheckpointStore(LocalStorage(Path(sys.argv[1])))
 
-    def commit(pending, steps, metadata, written):  # keep the newest two, as retention would
-        manifest = store.commit(pending, steps, metadata, known=written.entries)
-        for old in store.list()[:-2]:
-            store.delete(old.uuid)
-        return manifest
-
-    saver = Saver(store, commit=commit)
+    store.on_committed(lambda manifest: store.apply_retention(keep_latest(2)))  # as a run does
+    saver = Saver(store)
     w = torch.zeros(8 << 20)            # 32 MiB: each write takes a while
     b = np.zeros(1000, dtype=np.int64)
     state = State(w=w, b=b, step=0, rng=False)

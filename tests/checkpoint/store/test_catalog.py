@@ -35,12 +35,12 @@ def store(root) -> CheckpointStore:
 
 
 def commit_files(store: CheckpointStore, files: dict[str, bytes], steps: int, metadata=None):
-    pending = store.begin()
+    pending = store.begin(steps, metadata)
     for rel, data in files.items():
         path = pending.path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    return store.commit(pending, steps, metadata)
+    return store.commit(pending)
 
 
 def three_checkpoints(store: CheckpointStore) -> list[str]:
@@ -49,17 +49,18 @@ def three_checkpoints(store: CheckpointStore) -> list[str]:
 
 
 def visible(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir())
+    """What is in the store's folder, but for the read-lease files (storage bookkeeping)."""
+    return sorted(p.name for p in root.iterdir() if p.name != ".leases")
 
 
 # -- commit protocol --------------------------------------------------------------------------
 
 def test_pending_checkpoint_is_hidden_until_commit(store, root):
-    pending = store.begin()
+    pending = store.begin(5, {"note": "x"})
     (pending.path / "f.bin").write_bytes(b"data")
     assert pending.path.parent == root and pending.path.name.startswith(".tmp-")
     assert store.list() == [] and store.scan() == ([], [])
-    m = store.commit(pending, 5, {"note": "x"})
+    m = store.commit(pending)
     assert not pending.path.exists()
     assert visible(root) == [m.uuid]
     assert [c.uuid for c in store.list()] == [m.uuid]
@@ -86,7 +87,8 @@ def test_list_is_ordered_by_steps(store):
     assert [m.steps_completed for m in store.list()] == [10, 20, 30]
     assert [m.uuid for m in store.candidates()] == [uuids[30], uuids[20], uuids[10]]
     assert store.newest_good().uuid == uuids[30]
-    assert store.newest_good(exclude={uuids[30]}).uuid == uuids[20]
+    store.mark_corrupt(uuids[30], "test")
+    assert store.newest_good().uuid == uuids[20]
 
 
 def test_readers_ignore_staging_dirs_and_dirs_without_a_manifest(store, root):
@@ -107,65 +109,68 @@ def test_readers_ignore_staging_dirs_and_dirs_without_a_manifest(store, root):
 
 def test_commit_with_an_existing_uuid_fails_and_keeps_the_original(store, root):
     m = commit_files(store, {"f": b"original"}, 1)
-    pending = store.begin(m.uuid)
+    pending = store.begin(2, uuid=m.uuid)
     (pending.path / "f").write_bytes(b"impostor")
     with pytest.raises(StorageError, match="exists already"):
-        store.commit(pending, 2)
+        store.commit(pending)
     assert not pending.path.exists()
     assert (root / m.uuid / "f").read_bytes() == b"original"
     assert fresh_store(root).verify(m.uuid) == m
 
 
-@pytest.mark.parametrize("steps", [-1, 1.0, True, "3", None])
-def test_bad_steps_raise_config_error_and_discard(store, root, steps):
-    pending = store.begin()
+@pytest.mark.parametrize("steps", [-1, 1.0, True, "3", None, 2**63, 2**64])
+def test_bad_steps_raise_config_error_before_anything_is_staged(store, root, steps):
     with pytest.raises(ConfigError, match="steps_completed"):
-        store.commit(pending, steps)
-    assert not pending.path.exists() and store.list() == []
+        store.begin(steps)
+    assert not root.exists() or visible(root) == []
 
 
 @pytest.mark.parametrize("metadata", [{"x": float("nan")}, {"x": object()}, ["not", "a dict"], {"x": {1, 2}}])
-def test_bad_metadata_raises_config_error_and_discards(store, metadata):
-    pending = store.begin()
+def test_bad_metadata_raises_config_error_before_anything_is_staged(store, root, metadata):
     with pytest.raises(ConfigError, match="metadata"):
-        store.commit(pending, 1, metadata)
-    assert not pending.path.exists() and store.list() == []
+        store.begin(1, metadata)
+    assert not root.exists() or visible(root) == []
+
+
+def test_the_largest_step_count_the_index_can_hold_is_committed(store):
+    m = commit_files(store, {"f": b"x"}, 2**63 - 1)
+    assert fresh_store(store.storage.root).newest_good().steps_completed == 2**63 - 1 == m.steps_completed
 
 
 def test_symlink_in_a_checkpoint_being_committed_is_refused(store, root, tmp_path):
     outside = tmp_path / "outside.bin"
     outside.write_bytes(b"secret")
-    pending = store.begin()
+    pending = store.begin(1)
     (pending.path / "ok.bin").write_bytes(b"ok")
     (pending.path / "link.bin").symlink_to(outside)
     with pytest.raises(ConfigError, match="symbolic links are not allowed"):
-        store.commit(pending, 1)
+        store.commit(pending)
     assert not pending.path.exists() and store.list() == [] and outside.read_bytes() == b"secret"
 
 
 def test_symlinked_directory_in_a_checkpoint_being_committed_is_refused(store, tmp_path):
     (tmp_path / "outdir").mkdir()
-    pending = store.begin()
+    pending = store.begin(1)
     (pending.path / "sub").symlink_to(tmp_path / "outdir", target_is_directory=True)
     with pytest.raises(ConfigError, match="sub"):
-        store.commit(pending, 1)
+        store.commit(pending)
     assert not pending.path.exists()
 
 
 def test_special_files_and_a_user_manifest_are_refused(store):
-    pending = store.begin()
+    pending = store.begin(1)
     os.mkfifo(pending.path / "fifo")
     with pytest.raises(ConfigError, match="only regular files"):
-        store.commit(pending, 1)
-    pending = store.begin()
+        store.commit(pending)
+    pending = store.begin(1)
     (pending.path / MANIFEST).write_bytes(b"{}")
     with pytest.raises(ConfigError, match="reserved"):
-        store.commit(pending, 1)
+        store.commit(pending)
     assert store.list() == []
 
 
 def test_abort_discards(store):
-    pending = store.begin()
+    pending = store.begin(1)
     (pending.path / "f").write_bytes(b"x")
     store.abort(pending)
     assert not pending.path.exists() and store.list() == []
@@ -374,14 +379,14 @@ def test_delete(store, root):
 
 
 def test_clean_stale_removes_dead_writers_but_not_this_process(store, root):
-    mine = store.begin()
+    mine = store.begin(1)
     (mine.path / "f").write_bytes(b"in progress")
     dead = root / f".tmp-{manifest_mod.new_uuid()}-{socket.gethostname()}-{dead_pid()}"
     dead.mkdir()
     (dead / "f").write_bytes(b"abandoned")
     assert store.clean_stale() == [dead.name]
     assert not dead.exists() and mine.path.exists()
-    m = store.commit(mine, 1)
+    m = store.commit(mine)
     assert store.verify(m.uuid).uuid == m.uuid
 
 
@@ -417,12 +422,12 @@ def test_a_full_disk_while_writing_the_manifest_commits_nothing(small_disk):
     root = small_disk / "ckpts"
     store = CheckpointStore(LocalStorage(root))
     first = commit_files(store, {"f": b"first"}, 1)
-    pending = store.begin()
+    pending = store.begin(2)
     with open(pending.path / "fill.bin", "wb") as f:  # exactly the free space: the data fits
         f.write(b"\1" * free_bytes(small_disk))
     assert free_bytes(small_disk) == 0
     with pytest.raises(StorageError) as info:
-        store.commit(pending, 2)
+        store.commit(pending)
     assert info.value.errno == errno.ENOSPC and "disk is full" in str(info.value)
     assert visible(root) == [first.uuid]
     assert fresh_store(root).verify(first.uuid) == first

@@ -1,10 +1,11 @@
 """Saving States into a checkpoint store: synchronously, or snapshot now and persist in the background.
 
-``Saver.save(state, steps, wait=False)`` blocks the caller only for a snapshot (every tensor
-copied into one reusable host buffer laid out like the tensor file, the JSON tree encoded);
-a background thread writes the files, checksums them and commits (files fsynced, manifest
-last, atomic rename; then whatever ``commit`` adds: index record, retention). At most one
-save is in flight: the next save first waits for it.
+``Saver.save(state, steps, wait=False)`` validates the request and blocks the caller only for
+a snapshot (every tensor copied into one reusable host buffer laid out like the tensor file,
+the JSON tree encoded); a background thread writes the files (checksummed and fsynced as they
+are written) and hands the pending checkpoint to :meth:`CheckpointStore.commit`, which writes
+the manifest last and publishes it atomically, then tells the store's listeners (the index,
+retention). At most one save is in flight: the next save first waits for it.
 
 A background failure is never lost: it is raised as
 :class:`~unbroken.errors.BackgroundSaveError` (cause chained) by the next :meth:`Saver.save`,
@@ -16,27 +17,17 @@ earlier checkpoints are untouched (the store commits atomically).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable
 
-from ...errors import ConfigError
 from ..format import manifest as manifest_mod
-from . import statefile
 from ..format.manifest import Manifest
 from ..io.snapshot import Snapshot, Snapshotter
-from .state import State
-from ..store.catalog import CheckpointStore, PendingCheckpoint
 from ..io.writer import BackgroundWriter, SaveHandle
-
-#: ``commit(pending, steps_completed, metadata, written) -> Manifest``
-Commit = Callable[[PendingCheckpoint, int, dict, statefile.Written], Manifest]
-
-
-def store_commit(store: CheckpointStore) -> Commit:
-    """A plain store commit (no index, no retention)."""
-    return lambda pending, steps, metadata, written: store.commit(
-        pending, steps, metadata, known=written.entries, needs_pickle=written.needs_pickle)
+from ..store.catalog import CheckpointStore
+from ..store.pending import PendingCheckpoint, check_metadata, check_steps
+from . import statefile
+from .state import State
 
 
 class Saver:
@@ -46,10 +37,8 @@ class Saver:
     in the caller after a synchronous one); it must be quick and thread-safe.
     """
 
-    def __init__(self, store: CheckpointStore, *, commit: Commit | None = None,
-                 on_committed: Callable[[SaveHandle], None] | None = None):
+    def __init__(self, store: CheckpointStore, *, on_committed: Callable[[SaveHandle], None] | None = None):
         self.store = store
-        self._commit = commit or store_commit(store)
         self._on_committed = on_committed
         self._snapshots = Snapshotter()
         self._writer = BackgroundWriter()
@@ -59,19 +48,20 @@ class Saver:
              wait: bool = False, uuid: str | None = None) -> SaveHandle:
         """Checkpoint ``state``; return its handle (its ``uuid`` is final at once).
 
-        Raises BackgroundSaveError first if an earlier background save failed. With
-        ``wait=False`` it returns after the snapshot; ``handle.wait()`` or :meth:`wait`
-        returns once committed.
+        Raises ConfigError for a bad request before anything is written, and
+        BackgroundSaveError first if an earlier background save failed. With ``wait=False``
+        it returns after the snapshot; ``handle.wait()`` or :meth:`wait` returns once committed.
         """
         t0 = time.monotonic()
+        steps_completed, metadata = check_steps(steps_completed), check_metadata(metadata)
         waited = self._writer.wait()
         self.check()
-        steps_completed, metadata = _checked(steps_completed, metadata)
         tree, tensors, used_pickle = statefile.capture(state)
         handle = SaveHandle(uuid or manifest_mod.new_uuid(), steps_completed)
         handle.started, handle.wait_s = t0, waited
         if wait:
-            handle.manifest = self._persist_live(handle, tree, tensors, used_pickle, metadata)
+            pending = self.store.begin(steps_completed, metadata, uuid=handle.uuid)
+            handle.manifest = self._persist(handle, pending, lambda path: statefile.write(path, tree, tensors, used_pickle))
             handle.stall_s = time.monotonic() - t0
             handle._finish(manifest=handle.manifest)
             return handle
@@ -119,36 +109,20 @@ class Saver:
 
     # -- persisting ----------------------------------------------------------------------------
     def _persist_snapshot(self, handle: SaveHandle, snapshot: Snapshot, metadata: dict) -> Manifest:
-        return self._persist(handle, metadata, lambda path: statefile.write_snapshot(path, snapshot))
+        pending = self.store.begin(handle.steps_completed, metadata, uuid=handle.uuid)
+        return self._persist(handle, pending, lambda path: statefile.write_snapshot(path, snapshot))
 
-    def _persist_live(self, handle: SaveHandle, tree: dict, tensors: dict, used_pickle: bool,
-                      metadata: dict) -> Manifest:
-        return self._persist(handle, metadata, lambda path: statefile.write(path, tree, tensors, used_pickle))
-
-    def _persist(self, handle: SaveHandle, metadata: dict, write: Callable[[Any], statefile.Written]) -> Manifest:
-        pending = self.store.begin(handle.uuid)
+    def _persist(self, handle: SaveHandle, pending: PendingCheckpoint,
+                 write: Callable[[Any], statefile.Written]) -> Manifest:
         try:
             written = write(pending.path)
         except BaseException:
             self.store.abort(pending)
             raise
+        pending.add_written(written.entries, written.needs_pickle)
         handle.nbytes = sum(e.size for e in written.entries.values())
-        manifest = self._commit(pending, handle.steps_completed, metadata, written)
+        manifest = self.store.commit(pending)
         handle.save_s = time.monotonic() - handle.started
         if self._on_committed is not None:
             self._on_committed(handle)
         return manifest
-
-
-def _checked(steps_completed: Any, metadata: Any) -> tuple[int, dict]:
-    """Validate in the caller's thread what the commit would refuse later; copy the metadata."""
-    if isinstance(steps_completed, bool) or not isinstance(steps_completed, int) or steps_completed < 0:
-        raise ConfigError(f"steps_completed must be a non-negative int, not {steps_completed!r}")
-    if metadata is None:
-        return steps_completed, {}
-    if not isinstance(metadata, dict):
-        raise ConfigError(f"checkpoint metadata must be a dict, not {type(metadata).__name__}")
-    try:
-        return steps_completed, json.loads(json.dumps(metadata, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"checkpoint metadata must be JSON (no NaN, no objects): {exc}") from None

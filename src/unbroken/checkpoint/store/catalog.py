@@ -1,36 +1,50 @@
-"""The checkpoint store: commit protocol, listing, verification, "latest good", deletion.
+"""The checkpoint store of one trial: commit, catalog, verification, "latest good", deletion.
 
 A checkpoint is a published storage directory named by its uuid and described by its
-``MANIFEST.json``. Readers only trust directories whose manifest parses and whose files match
+``MANIFEST.json``. Readers trust only directories whose manifest parses and whose files match
 it; everything else is invisible (uncommitted) or reported as corrupt. Nothing here needs the
 tracking database.
+
+Threads: every method may be called from any thread (the training thread restores and
+starts saves, the background writer commits and applies retention); the catalog is guarded
+by one lock, and no I/O but reading new manifests happens under it.
+
+Cost: the store keeps what it learned in memory (manifests, verification results, corrupt
+marks). A commit adds to it without reading anything back; listing re-reads the folder only
+when the storage's change token moved (another writer or ``gc``), and then reads the manifests
+of new directories only. So commit and retention cost the same with 10 or 1,000 checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
-import json
+import logging
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ...config import MANIFEST_NAME
-from ...errors import CheckpointNotFound, ConfigError, CorruptCheckpoint, StorageError
+from ...errors import (CheckpointError, CheckpointGone, CheckpointNotFound, ConfigError, CorruptCheckpoint,
+                       StorageError, UnsupportedFormatVersion)
 from ...storage import Storage
-from ...storage.local import storage_error
+from ...storage.fsio import storage_error
 from ..format import checksum
 from ..format import manifest as manifest_mod
 from ..format.manifest import FileEntry, Manifest
+from .pending import PendingCheckpoint, check_metadata, check_steps
+from .retention import RetentionPolicy, to_delete
 
+log = logging.getLogger("unbroken")
 
-@dataclasses.dataclass
-class PendingCheckpoint:
-    """A checkpoint being written: files go into ``path``; invisible until committed."""
+#: A change token younger than this is not trusted to cover later changes (coarse mtimes).
+_SETTLE_SECONDS = 1.0
 
-    uuid: str
-    path: Path
+Listener = Callable[[Manifest], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,59 +61,109 @@ class CheckpointStore:
     def __init__(self, storage: Storage, trial: dict[str, Any] | None = None):
         self.storage = storage
         self.trial = trial
+        self.manifest_reads = 0  #: manifests read from storage so far (a cost counter for tests)
+        self._lock = threading.RLock()
+        self._known: dict[str, Manifest] = {}
+        self._problems: dict[str, str] = {}
+        self._corrupt: dict[str, str] = {}
         self._verified: set[str] = set()
+        self._token: Any = None
+        self._listeners: list[Listener] = []
 
     # -- writing -------------------------------------------------------------------------
-    def begin(self, uuid: str | None = None) -> PendingCheckpoint:
-        """Start a checkpoint: returns an empty local directory to write its files into."""
+    def begin(self, steps_completed: int, metadata: dict[str, Any] | None = None, *,
+              uuid: str | None = None) -> PendingCheckpoint:
+        """Validate a save request and give it an empty staging directory (plan).
+
+        Raises ConfigError for a bad ``steps_completed`` or metadata before anything is written.
+        """
+        steps = check_steps(steps_completed)
+        meta = check_metadata(metadata)
         uuid = uuid or manifest_mod.new_uuid()
-        return PendingCheckpoint(uuid, self.storage.stage(uuid))
+        return PendingCheckpoint(uuid, self.storage.commit.stage(uuid), steps, meta)
 
-    def commit(self, pending: PendingCheckpoint, steps_completed: int, metadata: dict[str, Any] | None = None,
-               *, known: dict[str, FileEntry] | None = None, needs_pickle: bool = False) -> Manifest:
-        """Checksum what is in ``pending.path``, write the manifest last and publish atomically.
+    def commit(self, pending: PendingCheckpoint) -> Manifest:
+        """Write the manifest last and publish atomically (finish); then tell the listeners.
 
-        ``known`` gives entries the writer already checksummed while writing. On any error the
-        pending directory is discarded and nothing becomes visible.
+        Files without an entry are checksummed and fsynced here. On any error the pending
+        directory is discarded and nothing becomes visible. Listener failures are logged,
+        never raised: the checkpoint is committed by then.
         """
         try:
-            _check_steps(steps_completed)
-            metadata = _json_metadata(metadata or {})
-            files = [(known or {}).get(rel) or _entry_of(pending.path, rel) for rel in _relpaths(pending.path)]
-            manifest = manifest_mod.build(steps_completed, files, metadata, uuid=pending.uuid,
-                                          trial=self.trial, needs_pickle=needs_pickle)
+            relpaths = _relpaths(pending.path)
+            unsynced = [rel for rel in relpaths if rel not in pending.entries]
+            files = [pending.entries.get(rel) or _entry_of(pending.path, rel) for rel in relpaths]
+            manifest = manifest_mod.build(pending.steps_completed, files, pending.metadata, uuid=pending.uuid,
+                                          trial=self.trial, needs_pickle=pending.needs_pickle)
         except BaseException:
             self.abort(pending)
             raise
-        self.storage.publish(pending.path, pending.uuid, MANIFEST_NAME, manifest.to_bytes())
-        self._verified.add(manifest.uuid)  # checksums were computed from the bytes just written
+        self.storage.commit.finish(pending.path, pending.uuid, MANIFEST_NAME, manifest.to_bytes(), unsynced)
+        with self._lock:
+            self._known[manifest.uuid] = manifest
+            self._verified.add(manifest.uuid)  # checksums were computed from the bytes just written
+        self._notify(manifest)
         return manifest
 
     def abort(self, pending: PendingCheckpoint) -> None:
         """Throw away a pending checkpoint."""
-        self.storage.discard(pending.path)
+        self.storage.commit.discard(pending.path)
 
-    # -- reading -------------------------------------------------------------------------
-    def scan(self) -> tuple[list[Manifest], list[Problem]]:
-        """All committed checkpoints (oldest first, by steps then time), and unreadable directories."""
-        good, problems = [], []
-        for name in self.storage.names():
+    def on_committed(self, listener: Listener) -> None:
+        """Call ``listener(manifest)`` after every commit, in the committing thread."""
+        self._listeners.append(listener)
+
+    def _notify(self, manifest: Manifest) -> None:
+        for listener in self._listeners:
             try:
-                good.append(self.manifest(name))
-            except CheckpointNotFound:
-                problems.append(Problem(name, f"no {MANIFEST_NAME}: not a committed checkpoint"))
-            except CorruptCheckpoint as exc:
-                problems.append(Problem(name, str(exc)))
-        good.sort(key=lambda m: (m.steps_completed, m.created_at))
-        return good, problems
+                listener(manifest)
+            except Exception as exc:  # noqa: BLE001 - the checkpoint is committed; a listener cannot undo it
+                log.warning("unbroken: after committing checkpoint %s: %s: %s", manifest.uuid,
+                            type(exc).__name__, exc)
+
+    # -- the catalog -----------------------------------------------------------------------
+    def scan(self) -> tuple[list[Manifest], list[Problem]]:
+        """Committed checkpoints (oldest first, by steps then time) and unreadable directories."""
+        with self._lock:
+            self._refresh()
+            good = sorted(self._known.values(), key=lambda m: (m.steps_completed, m.created_at))
+            return good, [Problem(uuid, reason) for uuid, reason in sorted(self._problems.items())]
 
     def list(self) -> list[Manifest]:
         """Committed checkpoints whose manifest is valid, oldest first (files not re-checked)."""
         return self.scan()[0]
 
+    def good(self) -> list[Manifest]:
+        """Committed checkpoints not known to be corrupt, oldest first."""
+        with self._lock:
+            return [m for m in self.list() if m.uuid not in self._corrupt]
+
+    def _refresh(self) -> None:
+        token = self.storage.change_token()
+        if token is not None and token == self._token:
+            return
+        listed_at = time.time()
+        names = set(self.storage.names())
+        for gone in (set(self._known) | set(self._problems)) - names:
+            self._forget(gone)
+        for name in names - set(self._known) - set(self._problems):
+            try:
+                self._known[name] = self.manifest(name)
+            except CheckpointNotFound:
+                self._problems[name] = f"no {MANIFEST_NAME}: not a committed checkpoint"
+            except (CorruptCheckpoint, UnsupportedFormatVersion) as exc:
+                self._problems[name] = str(exc)
+        self._token = token if token is not None and _settled(token, listed_at) else None
+
+    def _forget(self, uuid: str) -> None:
+        for table in (self._known, self._problems, self._corrupt):
+            table.pop(uuid, None)
+        self._verified.discard(uuid)
+
     def manifest(self, uuid: str) -> Manifest:
-        """The manifest of one checkpoint. Raises CheckpointNotFound or CorruptCheckpoint."""
+        """Read and parse one checkpoint's manifest from storage. Raises CheckpointNotFound or CorruptCheckpoint."""
         _check_uuid(uuid)
+        self.manifest_reads += 1
         try:
             data = self.storage.read_bytes(uuid, MANIFEST_NAME)
         except StorageError as exc:
@@ -107,10 +171,10 @@ class CheckpointStore:
                 raise CheckpointNotFound(
                     f"no checkpoint {uuid} in {self.storage.location} (list them with `unbroken checkpoints`)"
                 ) from None
-            if exc.errno in (errno.ELOOP, errno.EISDIR):
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.EINVAL):
                 # One such directory must not stop scan()/newest_good() from finding the others.
                 raise CorruptCheckpoint(
-                    f"checkpoint {uuid}: {MANIFEST_NAME} is not a regular file (a symbolic link or a folder)"
+                    f"checkpoint {uuid}: {MANIFEST_NAME} is not a regular file (a symbolic link, a folder or a pipe)"
                 ) from None
             raise
         try:
@@ -118,58 +182,86 @@ class CheckpointStore:
         except CorruptCheckpoint as exc:
             raise type(exc)(f"checkpoint {uuid}: {exc}") from None
 
+    # -- verification ------------------------------------------------------------------------
     def verify(self, uuid: str, *, force: bool = False) -> Manifest:
         """Re-checksum every file of a checkpoint; return its manifest or raise CorruptCheckpoint.
 
-        Results are remembered for the life of this store unless ``force``.
+        Raises CheckpointGone when it was deleted meanwhile. Results are remembered for the
+        life of this store unless ``force``.
         """
         manifest = self.manifest(uuid)
         if force or uuid not in self._verified:
             for entry in manifest.files:
                 self.verify_file(uuid, entry)
-            self._verified.add(uuid)
+            self.mark_verified(uuid)
         return manifest
 
     def verify_file(self, uuid: str, entry: FileEntry) -> None:
         """Check one file's size and checksum against its manifest entry."""
         local = self.storage.local_dir(uuid)
-        path = (local / entry.path) if local is not None else None
         try:
-            if path is None:
+            if local is None:
                 data = self.storage.read_bytes(uuid, entry.path)
                 size, crc = len(data), checksum.to_hex(checksum.update(0, data))
             else:
                 _refuse_links(local, entry.path)
-                size, crc = checksum.of_file(path)
-        except FileNotFoundError:
-            raise CorruptCheckpoint(f"checkpoint {uuid}: file {entry.path} is missing") from None
+                size, crc = checksum.of_file(local / entry.path)
+        except (FileNotFoundError, StorageError) as exc:
+            if not self._exists(uuid):
+                raise CheckpointGone(f"checkpoint {uuid} was deleted while it was being read") from None
+            if isinstance(exc, FileNotFoundError) or isinstance(exc.__cause__, FileNotFoundError):
+                raise CorruptCheckpoint(f"checkpoint {uuid}: file {entry.path} is missing") from None
+            raise CorruptCheckpoint(f"checkpoint {uuid}: cannot read {entry.path}: {exc}") from None
         except OSError as exc:
             raise CorruptCheckpoint(f"checkpoint {uuid}: cannot read {entry.path}: {exc}") from None
         check_entry(uuid, entry, size, crc)
 
-    def mark_verified(self, uuid: str) -> None:
-        """Record that a reader checked every file of ``uuid`` itself."""
-        self._verified.add(uuid)
+    def _exists(self, uuid: str) -> bool:
+        try:
+            self.storage.read_bytes(uuid, MANIFEST_NAME)
+            return True
+        except StorageError:
+            return False
 
-    def newest_good(self, on_corrupt: Callable[[str, str], None] | None = None,
-                    exclude: set[str] | frozenset[str] = frozenset()) -> Manifest | None:
+    def mark_verified(self, uuid: str) -> None:
+        """Record that a reader checked every file of ``uuid``."""
+        with self._lock:
+            self._verified.add(uuid)
+
+    def mark_corrupt(self, uuid: str, reason: str) -> None:
+        """Record that ``uuid`` failed verification: it is skipped from now on."""
+        with self._lock:
+            self._corrupt[uuid] = reason
+            self._verified.discard(uuid)
+
+    @property
+    def corrupt(self) -> dict[str, str]:
+        """Checkpoints found corrupt by this store (uuid -> reason), unreadable manifests included."""
+        with self._lock:
+            self._refresh()
+            return {**self._problems, **self._corrupt}
+
+    def newest_good(self, on_corrupt: Callable[[str, str], None] | None = None) -> Manifest | None:
         """The committed checkpoint with the most steps whose files verify, or None.
 
-        Each checkpoint that fails verification is reported to ``on_corrupt(uuid, reason)``
-        and skipped.
+        Each checkpoint that fails verification is marked corrupt, reported to
+        ``on_corrupt(uuid, reason)`` and skipped; one deleted meanwhile is skipped silently.
         """
-        for manifest in self.candidates(exclude):
+        for manifest in self.candidates():
             try:
                 return self.verify(manifest.uuid)
+            except CheckpointGone:
+                continue
             except CorruptCheckpoint as exc:
+                self.mark_corrupt(manifest.uuid, str(exc))
                 if on_corrupt:
                     on_corrupt(manifest.uuid, str(exc))
         return None
 
-    def candidates(self, exclude: set[str] | frozenset[str] = frozenset()) -> Iterator[Manifest]:
-        """Committed checkpoints, newest first, for a caller that verifies while it reads."""
-        for manifest in reversed(self.list()):
-            if manifest.uuid not in exclude:
+    def candidates(self) -> Iterator[Manifest]:
+        """Committed checkpoints not known to be corrupt, newest first (for a reader that verifies)."""
+        for manifest in reversed(self.good()):
+            if manifest.uuid not in self._corrupt:  # marked while the caller iterated
                 yield manifest
 
     def local_path(self, uuid: str) -> Path | None:
@@ -177,17 +269,63 @@ class CheckpointStore:
         _check_uuid(uuid)
         return self.storage.local_dir(uuid)
 
+    @contextlib.contextmanager
+    def reading(self, uuid: str) -> Iterator[Manifest]:
+        """Hold a read lease on ``uuid`` for the block: no retention or ``gc`` (any process) deletes it.
+
+        Yields its manifest; raises CheckpointGone if it was deleted before the lease was taken.
+        """
+        _check_uuid(uuid)
+        with self.storage.leases.hold(uuid):
+            try:
+                manifest = self.manifest(uuid)
+            except CheckpointNotFound:
+                raise CheckpointGone(f"checkpoint {uuid} was deleted before it could be read") from None
+            yield manifest
+
+    # -- deletion ------------------------------------------------------------------------------
     def delete(self, uuid: str) -> None:
-        """Delete a checkpoint (raises CheckpointNotFound if there is none by that id)."""
+        """Delete a checkpoint. Raises CheckpointNotFound, or CheckpointError while a reader holds it."""
         _check_uuid(uuid)
         if uuid not in self.storage.names():
             raise CheckpointNotFound(f"no checkpoint {uuid} in {self.storage.location}")
-        self.storage.delete(uuid)
-        self._verified.discard(uuid)
+        if not self.try_delete(uuid):
+            raise CheckpointError(f"checkpoint {uuid} is being read (a restore or restore_path block holds it); "
+                                  "try again when the reader is done")
+
+    def try_delete(self, uuid: str) -> bool:
+        """Delete ``uuid`` unless a reader holds it; True if it is gone now."""
+        with self.storage.leases.try_exclusive(uuid) as free:
+            if not free:
+                return False
+            self.storage.delete(uuid)
+        with self._lock:
+            self._forget(uuid)
+        return True
+
+    def apply_retention(self, policy: RetentionPolicy, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Delete what ``policy`` lets go: never ``keep``, the newest good one, or one being read.
+
+        Returns the uuids deleted. A failed deletion is logged and skipped.
+        """
+        good = self.good()
+        protected = set(keep) | ({good[-1].uuid} if good else set())
+        deleted = []
+        for manifest in to_delete(policy, good, protected):
+            try:
+                if self.try_delete(manifest.uuid):
+                    deleted.append(manifest.uuid)
+            except StorageError as exc:
+                log.warning("unbroken: retention could not delete checkpoint %s: %s", manifest.uuid, exc)
+        return deleted
+
+    def stale_staging(self) -> list[str]:
+        """Staging directories of writers that died (nothing is removed)."""
+        return self.storage.commit.stale()
 
     def clean_stale(self) -> list[str]:
-        """Remove staging directories of writers that died."""
-        return self.storage.clean_stale()
+        """Remove staging directories of writers that died; return their names."""
+        return self.storage.commit.clean_stale()
 
 
 def check_entry(uuid: str, entry: FileEntry, size: int, crc: str) -> None:
@@ -200,12 +338,22 @@ def check_entry(uuid: str, entry: FileEntry, size: int, crc: str) -> None:
         raise CorruptCheckpoint(f"checkpoint {uuid}: file {entry.path} fails its checksum ({crc} != {entry.crc32c})")
 
 
+def _settled(token: Any, now: float) -> bool:
+    """True when the folder's mtime (in the token) is old enough that a later change moves it."""
+    try:
+        return now - token[1] / 1e9 > _SETTLE_SECONDS
+    except (TypeError, IndexError):
+        return True
+
+
 def _refuse_links(root: Path, relpath: str) -> None:
     path = root
     for part in relpath.split("/"):
         path = path / part
         if path.is_symlink():
             raise CorruptCheckpoint(f"{relpath} is a symbolic link; checkpoints never follow links")
+    if path.exists() and not path.is_file():
+        raise CorruptCheckpoint(f"{relpath} is not a regular file")
 
 
 def _relpaths(root: Path) -> list[str]:
@@ -232,20 +380,6 @@ def _entry_of(root: Path, rel: str) -> FileEntry:
     except OSError as exc:
         raise storage_error("read", root / rel, exc) from exc
     return FileEntry(rel, size, crc)
-
-
-def _json_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(metadata, dict):
-        raise ConfigError(f"checkpoint metadata must be a dict, not {type(metadata).__name__}")
-    try:
-        return json.loads(json.dumps(metadata, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"checkpoint metadata must be JSON (no NaN, no objects): {exc}") from None
-
-
-def _check_steps(steps_completed: Any) -> None:
-    if isinstance(steps_completed, bool) or not isinstance(steps_completed, int) or steps_completed < 0:
-        raise ConfigError(f"steps_completed must be a non-negative int, not {steps_completed!r}")
 
 
 def _check_uuid(uuid: Any) -> None:
