@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -19,16 +18,6 @@ from unbroken.launch.streams import LogTee
 from unbroken.storage.locks import WriterLease
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
-
-
-def wait_until(condition, timeout=20.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not met within {timeout} s")
 
 
 def run_child(tmp_path: Path, code: str) -> tuple[int, str]:
@@ -87,7 +76,7 @@ PARENT = textwrap.dedent("""
 """)
 
 
-def test_child_dies_when_its_supervisor_is_killed(tmp_path):
+def test_child_dies_when_its_supervisor_is_killed(tmp_path, wait_until):
     parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "log")], stdout=subprocess.PIPE, text=True)
     try:
         pid = int(parent.stdout.readline())

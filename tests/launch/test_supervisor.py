@@ -48,17 +48,6 @@ def newest(home: Path, name: str, number: int = 1):
     return manifest, store.local_path(manifest.uuid)
 
 
-def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
-    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 def wait_for_line(proc: subprocess.Popen, prefix: str) -> str:
     for line in proc.stdout:
         if line.startswith(prefix):
@@ -142,7 +131,7 @@ def test_progress_resets_failure_counter(tmp_path):
     assert [a.end_reason for a in attempts] == ["crashed", "crashed", "crashed", "completed"]
 
 
-def test_sigterm_saves_exits_75_leaves_no_orphans_and_resumes(tmp_path):
+def test_sigterm_saves_exits_75_leaves_no_orphans_and_resumes(tmp_path, wait_until):
     spawner = tmp_path / "spawn_and_train.py"
     spawner.write_text(textwrap.dedent(f"""
         import subprocess, sys, runpy
@@ -285,7 +274,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_killed_supervisor_takes_its_child_along_and_the_next_one_resumes(tmp_path):
+def test_killed_supervisor_takes_its_child_along_and_the_next_one_resumes(tmp_path, wait_until):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     trial = tmp_path / "experiments" / "writer" / "trial-1"
@@ -305,7 +294,7 @@ def test_killed_supervisor_takes_its_child_along_and_the_next_one_resumes(tmp_pa
     assert attempts[0].pid == pid
 
 
-def test_second_supervisor_on_a_live_trial_refuses_naming_the_holder(tmp_path):
+def test_second_supervisor_on_a_live_trial_refuses_naming_the_holder(tmp_path, wait_until):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     first = unbroken_run(tmp_path, "--name", "busy", "--", sys.executable, str(script), "loop")

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import signal
+import subprocess
 from typing import Callable
 
 import pytest
@@ -249,8 +250,17 @@ def test_preemption_requeues_while_requeues_are_left(home):
     assert "--max-requeues 2" in recorded(home)[0].message
 
 
+def answering(returncode=0, stderr=""):
+    """A fake Slurm client: records each call in ``.calls`` and answers with ``returncode``."""
+    def tool(args):
+        tool.calls.append(args)
+        return subprocess.CompletedProcess(args, returncode, "", stderr)
+    tool.calls = []
+    return tool
+
+
 def test_slurm_requeue_returns_when_slurm_signals_the_job():
-    tool, said, waits = FakeTool(), [], []
+    tool, said, waits = answering(), [], []
     env = SlurmEnvironment(JobInfo("5", "4", "1", None, 0), runner=tool, kill_wait=42)
 
     def wait_for_kill(timeout):
@@ -260,19 +270,9 @@ def test_slurm_requeue_returns_when_slurm_signals_the_job():
     assert tool.calls == [["scontrol", "requeue", "4_1"]] and waits == [42]
     assert said == ["unbroken: checkpoint committed; requeueing Slurm job 4_1 (signal SIGUSR2)"]
 
-    refused, said = FakeTool(returncode=1, stderr="Requested operation is presently disabled"), []
+    refused, said = answering(1, "Requested operation is presently disabled"), []
     SlurmEnvironment(JobInfo("5", None, None, None, 0), runner=refused).requeue("x", said.append, wait_for_kill)
     assert waits == [42] and "--no-requeue" in said[-1]  # no wait after a refused requeue
-
-
-class FakeTool:
-    def __init__(self, returncode=0, stdout="", stderr=""):
-        import subprocess
-        self.calls, self.answer = [], subprocess.CompletedProcess([], returncode, stdout, stderr)
-
-    def __call__(self, args):
-        self.calls.append(args)
-        return self.answer
 
 
 def test_live_trial_is_refused_naming_the_holder_or_waited_for(home):
