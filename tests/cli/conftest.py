@@ -149,3 +149,9 @@ def indexed(home) -> Indexed:
         tracker.update_trial(trial.id, status="completed")
         trial = tracker.trial_by_id(trial.id)
     return Indexed(home, trial, paths, manifests, ids)
+
+
+@pytest.fixture
+def checkpoint_into():
+    """``checkpoint_into(folder, steps)``: commit a small checkpoint into a checkpoints folder (see commit)."""
+    return commit

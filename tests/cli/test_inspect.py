@@ -546,7 +546,8 @@ def test_gc_keeps_checkpoints_of_a_newer_format(cli, trained):
 
 
 # -- help and imports --------------------------------------------------------------------------------
-@pytest.mark.parametrize("command", ["ls", "show", "checkpoints", "verify", "export", "rm", "rm-experiment", "gc"])
+@pytest.mark.parametrize("command", ["ls", "show", "metrics", "checkpoints", "verify", "export", "rm", "rm-experiment",
+                                     "gc", "reindex"])
 def test_help_documents_the_json_shape(cli, command):
     result = cli(command, "--help")
     assert result.exit_code == 0 and "--json prints" in result.stdout
@@ -554,7 +555,8 @@ def test_help_documents_the_json_shape(cli, command):
 
 def test_the_group_lists_every_command(cli):
     text = cli("--help").stdout
-    for command in ("ls", "show", "checkpoints", "logs", "verify", "export", "rm", "rm-experiment", "gc"):
+    for command in ("ls", "show", "metrics", "checkpoints", "logs", "verify", "export", "rm", "rm-experiment", "gc",
+                    "reindex"):
         assert f"  {command} " in text
 
 
