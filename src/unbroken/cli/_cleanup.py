@@ -19,7 +19,7 @@ from ..tracking import Tracker, Trial
 from . import _checks
 from . import _output as out
 from ._checks import Entry
-from ._output import CliError, handle_errors, json_option
+from ._output import CliError, json_command
 from ._resolve import Target, checkpoints_dir, find_trial, home_of, open_index, trial_store, trials_on_disk
 from ._verify import record_outcome
 
@@ -29,9 +29,7 @@ from ._verify import record_outcome
 @click.option("--uuid", "uuids", multiple=True, help="A checkpoint to delete (repeatable).")
 @click.option("--all-checkpoints", "everything", is_flag=True, help="Delete every checkpoint of TRIAL.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (--all-checkpoints).")
-@json_option
-@click.pass_context
-@handle_errors
+@json_command
 def rm(ctx: click.Context, trial: str, uuids: tuple[str, ...], everything: bool, yes: bool, as_json: bool) -> None:
     """Delete checkpoints of TRIAL from storage (and mark them deleted in the index).
 
@@ -66,9 +64,7 @@ def rm(ctx: click.Context, trial: str, uuids: tuple[str, ...], everything: bool,
 @click.command("rm-experiment")
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@json_option
-@click.pass_context
-@handle_errors
+@json_command
 def rm_experiment(ctx: click.Context, name: str, yes: bool, as_json: bool) -> None:
     """Delete experiment NAME: its trials, attempts, checkpoints and metrics in the index, and its
     folder HOME/experiments/NAME (checkpoints and logs). Asks first unless --yes.
@@ -146,9 +142,7 @@ class _Site:
 @click.argument("trial", required=False)
 @click.option("--corrupt", is_flag=True, help="Also delete corrupt checkpoints (re-checked first).")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@json_option
-@click.pass_context
-@handle_errors
+@json_command
 def gc(ctx: click.Context, trial: str | None, corrupt: bool, dry_run: bool, as_json: bool) -> None:
     """Remove staging folders left by writers that died, for TRIAL or every trial folder in HOME.
 

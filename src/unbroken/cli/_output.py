@@ -84,6 +84,12 @@ def json_option(command: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON (stable shape, see the help).")(command)
 
 
+def json_command(command: Callable) -> Callable:
+    """What every command with ``--json`` takes, innermost last: the flag (``as_json``), the click
+    context as first argument, and one-line errors (:func:`handle_errors`)."""
+    return json_option(click.pass_context(handle_errors(command)))
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 

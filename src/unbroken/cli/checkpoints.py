@@ -9,7 +9,7 @@ import click
 from ..tracking import CheckpointRecord
 from . import _output as out
 from ._checks import Entry, entries, reason
-from ._output import handle_errors, json_option
+from ._output import json_command
 from ._resolve import find_trial, home_of, open_index, trial_target
 from ._verify import run_checks
 
@@ -18,9 +18,7 @@ from ._verify import run_checks
 @click.command("checkpoints")
 @click.argument("trial")
 @click.option("--verify", "check", is_flag=True, help="Re-checksum every file (and record corrupt ones).")
-@json_option
-@click.pass_context
-@handle_errors
+@json_command
 def checkpoints(ctx: click.Context, trial: str, check: bool, as_json: bool) -> None:
     """List the checkpoints of TRIAL as storage holds them, with the index's corrupt marks.
 

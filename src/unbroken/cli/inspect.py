@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from . import _output as out
-from ._output import handle_errors, json_option
+from ._output import json_command
 from ._resolve import home_of, open_index
 from ._shapes import trial_json
 
@@ -36,9 +36,7 @@ def register(group: click.Group) -> None:
 # -- ls ------------------------------------------------------------------------------------------
 @click.command("ls")
 @click.argument("experiment", required=False)
-@json_option
-@click.pass_context
-@handle_errors
+@json_command
 def ls(ctx: click.Context, experiment: str | None, as_json: bool) -> None:
     """List experiments and their trials (all, or those of EXPERIMENT).
 

@@ -24,7 +24,7 @@ from ..paths import TrialPaths
 from ..storage import LocalStorage
 from ..tracking import Tracker, join_trial, reconcile_checkpoints
 from . import _output as out
-from ._output import CliError, handle_errors, json_option
+from ._output import CliError, json_command
 from ._resolve import home_of, parse_trial, trials_on_disk
 
 #: The message of a trial that reindex put back into the index.
@@ -34,9 +34,7 @@ RECREATED = "re-created by `unbroken reindex` from its folder (hparams and histo
 @click.command("reindex")
 @click.argument("target", required=False)
 @click.option("--all", "everything", is_flag=True, help="Every trial in the index or on disk (the default).")
-@json_option
-@click.pass_context
-@handle_errors
+@json_command
 def reindex(ctx: click.Context, target: str | None, everything: bool, as_json: bool) -> None:
     """Rebuild the index's checkpoints of TARGET from storage: EXPERIMENT/NUMBER (one trial),
     EXPERIMENT (all its trials) or --all (every trial; also without TARGET).

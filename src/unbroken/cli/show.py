@@ -9,7 +9,7 @@ import click
 
 from ..tracking import Attempt, attempt_state
 from . import _output as out
-from ._output import handle_errors, json_option
+from ._output import json_command
 from ._resolve import find_trial, home_of, open_index
 from ._shapes import attempt_json, trial_json
 from .metrics import summaries, summary_json, summary_table
@@ -18,9 +18,7 @@ from .metrics import summaries, summary_json, summary_table
 # -- show ----------------------------------------------------------------------------------------
 @click.command("show")
 @click.argument("trial")
-@json_option
-@click.pass_context
-@handle_errors
+@json_command
 def show(ctx: click.Context, trial: str, as_json: bool) -> None:
     """Show one TRIAL (EXPERIMENT for its newest, or EXPERIMENT/NUMBER): hparams, attempts, metrics.
 
