@@ -431,3 +431,40 @@ def test_a_full_disk_while_writing_the_manifest_commits_nothing(small_disk):
     assert info.value.errno == errno.ENOSPC and "disk is full" in str(info.value)
     assert visible(root) == [first.uuid]
     assert fresh_store(root).verify(first.uuid) == first
+
+
+# -- cost: the catalog does not grow per save --------------------------------------------------
+
+def _manifest_reads_per_save(root: Path, kept: int) -> int:
+    """Commit ``kept`` checkpoints with keep_all, then count manifests read by one more save + retention."""
+    from unbroken.checkpoint import keep_latest
+
+    writer = CheckpointStore(LocalStorage(root))
+    for i in range(kept):
+        commit_files(writer, {"f": b"x"}, i)
+    store = fresh_store(root)  # a new process: it learns the folder once
+    store.list()
+    before = store.manifest_reads
+    commit_files(store, {"f": b"y"}, kept)
+    store.apply_retention(keep_latest(kept + 1))
+    store.newest_good()
+    return store.manifest_reads - before
+
+
+def test_saving_with_1000_kept_checkpoints_reads_no_more_manifests_than_with_10(tmp_path):
+    with_10 = _manifest_reads_per_save(tmp_path / "ten", 10)
+    with_1000 = _manifest_reads_per_save(tmp_path / "thousand", 1000)
+    assert with_1000 == with_10 <= 1
+
+
+def test_a_checkpoint_another_writer_added_is_seen_after_its_folder_changed(tmp_path, monkeypatch):
+    import unbroken.checkpoint.store.catalog as catalog
+
+    monkeypatch.setattr(catalog, "_SETTLE_SECONDS", 0.0)  # trust the folder's mtime at once
+    store = CheckpointStore(LocalStorage(tmp_path))
+    commit_files(store, {"f": b"1"}, 1)
+    assert len(store.list()) == 1
+    other = commit_files(fresh_store(tmp_path), {"f": b"2"}, 2)  # another process
+    assert [m.uuid for m in store.list()][-1] == other.uuid
+    fresh_store(tmp_path).delete(other.uuid)  # gc elsewhere
+    assert other.uuid not in {m.uuid for m in store.list()}
