@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unbroken.checkpoint.format import codec
-from unbroken.errors import ConfigError, CorruptCheckpoint, PickleNotAllowed
+from unbroken.errors import CorruptCheckpoint, PickleNotAllowed, StateMismatch, UnsupportedValue
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -122,8 +122,8 @@ class Opaque:
     ({"f": lambda: 0}, "root/f"),
     ((Opaque(),), "root/0"),
 ])
-def test_unsupported_objects_raise_config_error_naming_the_path(value, path):
-    with pytest.raises(ConfigError, match="allow_pickle=True") as info:
+def test_unsupported_objects_raise_unsupported_value_naming_the_path(value, path):
+    with pytest.raises(UnsupportedValue, match="allow_pickle=True") as info:
         codec.Encoder().encode(value, "root")
     assert repr(path) in str(info.value)
 

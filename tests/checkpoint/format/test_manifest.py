@@ -13,7 +13,7 @@ from unbroken.checkpoint.format import checksum
 from unbroken.checkpoint.format import manifest
 from unbroken.checkpoint.format.manifest import FileEntry, Manifest
 from unbroken.config import FORMAT_VERSION
-from unbroken.errors import CorruptCheckpoint, UnsafePathError
+from unbroken.errors import CorruptCheckpoint, UnsafePathError, UnsupportedFormatVersion
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -136,9 +136,22 @@ def test_every_single_byte_flip_is_caught():
         assert parsed == manifest.parse(bytes(data)), f"byte {i} flipped and the manifest changed silently"
 
 
+def test_a_newer_format_is_unsupported_not_corrupt():
+    body = body_of(sample())
+    body["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(UnsupportedFormatVersion) as info:
+        manifest.parse(seal(body))
+    assert not isinstance(info.value, CorruptCheckpoint)
+    assert str(info.value) == (f"checkpoint {body['uuid']} was written by a newer unbroken "
+                               f"(format {FORMAT_VERSION + 1} > {FORMAT_VERSION}): upgrade unbroken to read it")
+    # Its checksum scheme may differ: the version is judged before the checksum.
+    body["manifest_crc32c"] = "00000000"
+    with pytest.raises(UnsupportedFormatVersion, match="upgrade unbroken"):
+        manifest.parse(json.dumps(body).encode(), expected_uuid=body["uuid"])
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda b: b.update(format="other"), "format"),
-    (lambda b: b.update(format_version=FORMAT_VERSION + 1), "upgrade unbroken"),
     (lambda b: b.update(format_version="1"), "format_version"),
     (lambda b: b.update(steps_completed=-1), "negative"),
     (lambda b: b.update(steps_completed=True), "steps_completed"),

@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 
 from unbroken.checkpoint.format import arrays
 from unbroken.checkpoint.format import tensorfile
-from unbroken.errors import ConfigError, TensorFileError
+from unbroken.errors import TensorFileError, UnsupportedValue
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ROUND_TRIP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -163,13 +163,13 @@ def test_non_contiguous_and_big_endian_inputs_are_written_correctly(tmp_path):
 
 @pytest.mark.parametrize("value", [np.array(["a", "b"]), np.array([1 + 2j]), np.array([None], dtype=object),
                                    np.array(["2020-01-01"], dtype="datetime64[D]"), torch.zeros(2, dtype=torch.complex64)])
-def test_unsupported_dtypes_raise_config_error_naming_the_key(value):
-    with pytest.raises(ConfigError, match="my/key"):
+def test_unsupported_dtypes_raise_unsupported_value_naming_the_key(value):
+    with pytest.raises(UnsupportedValue, match="my/key"):
         arrays.describe(value, "my/key")
 
 
 def test_sparse_tensors_are_refused():
-    with pytest.raises(ConfigError, match="dense"):
+    with pytest.raises(UnsupportedValue, match="dense"):
         arrays.describe(torch.eye(3).to_sparse(), "sp")
 
 

@@ -146,9 +146,9 @@ def test_a_consistent_but_invalid_tensor_file_raises_tensor_file_error(store, ro
 
 
 def test_a_checkpoint_without_state_json_is_refused(store, root):
-    pending = store.begin()
+    pending = store.begin(1)
     (pending.path / "model.bin").write_bytes(b"raw")
-    m = store.commit(pending, 1)
+    m = store.commit(pending)
     with pytest.raises(CorruptCheckpoint, match="no state.json"):
         statefile.read(root / m.uuid, m)
 
@@ -246,3 +246,28 @@ def test_big_endian_and_non_contiguous_arrays_round_trip(store):
     np.testing.assert_array_equal(target.t, values["t"])
     np.testing.assert_array_equal(target.s, values["s"])
     assert torch.equal(target.tt, values["tt"])
+
+
+def test_numpy_scalars_are_restored_by_value_not_left_as_the_old_target(store, root):
+    """Scalars are decoded before in-place targets are filled: they must never be targets."""
+    uuid = save(store, State(s=np.float32(3.5), d={"n": np.int64(-7)}, rng=False), 1)
+    target = State(s=np.float32(0), d={"n": np.int64(0)}, rng=False)
+    restore(fresh_store(root), target, uuid)
+    assert type(target.s) is np.float32 and target.s == 3.5
+    assert type(target.d["n"]) is np.int64 and target.d["n"] == -7
+
+
+def test_a_tree_that_does_not_decode_leaves_in_place_targets_untouched(store, root):
+    uuid = save(store, State(w=np.arange(4.0), b=b"abc", rng=False), 1)
+    doc = json.loads((root / uuid / "state.json").read_bytes())
+    doc["entries"]["b"]["data"]["__bytes__"] = "*not base64*"
+    data = json.dumps(doc).encode()
+    (root / uuid / "state.json").write_bytes(data)
+    m = store.manifest(uuid)
+    entries = [f if f.path != "state.json" else type(f)(f.path, len(data), f"{crc32c.crc32c(data):08x}")
+               for f in m.files]
+    forged = type(m)(**{**m.__dict__, "files": tuple(entries)})
+    target = State(w=np.full(4, -1.0), b=b"", rng=False)
+    with pytest.raises(CorruptCheckpoint, match="__bytes__"):
+        statefile.restore(target, root / uuid, forged)
+    assert (target.w == -1).all() and target.b == b""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConfigError, TensorFileError
+from ...errors import TensorFileError, UnsupportedValue
 
 _NUMPY_TO_ST = {
     "float64": "F64", "float32": "F32", "float16": "F16",
@@ -27,15 +27,15 @@ _TORCH_NAMES = {
 
 
 def describe(value: Any, key: str) -> tuple[str, tuple[int, ...]]:
-    """Return the safetensors ``(dtype, shape)`` of a tensor or array, or raise ConfigError."""
+    """Return the safetensors ``(dtype, shape)`` of a tensor or array, or raise UnsupportedValue naming ``key``."""
     if isinstance(value, np.ndarray):
         dtype = _NUMPY_TO_ST.get(value.dtype.name)
     else:
         if value.is_sparse or value.layout.__repr__() != "torch.strided":
-            raise ConfigError(f"cannot save tensor {key!r}: only dense (strided) tensors are supported")
+            raise UnsupportedValue(f"cannot save tensor {key!r}: only dense (strided) tensors are supported")
         dtype = _TORCH_NAMES.get(str(value.dtype).removeprefix("torch."))
     if dtype is None:
-        raise ConfigError(f"cannot save tensor {key!r}: dtype {value.dtype} has no safetensors equivalent")
+        raise UnsupportedValue(f"cannot save tensor {key!r}: dtype {value.dtype} has no safetensors equivalent")
     return dtype, tuple(int(d) for d in value.shape)
 
 
@@ -98,6 +98,13 @@ def writable_bytes(value: Any) -> np.ndarray | None:
     if memory.__array_interface__["data"][0] != value.data_ptr():
         return None
     return memory
+
+
+def loadable(dtype: str, kind: str) -> bool:
+    """Whether a tensor of safetensors ``dtype`` can be loaded as ``kind`` ("numpy" or "torch")."""
+    if kind == "torch":
+        return dtype in _TORCH_NAMES.values()
+    return kind == "numpy" and dtype in _ST_TO_NUMPY
 
 
 def from_bytes(buffer: Any, dtype: str, shape: tuple[int, ...], kind: str) -> Any:

@@ -16,11 +16,12 @@ import uuid as uuid_mod
 from typing import Any
 
 from ...config import FORMAT_VERSION, MANIFEST_NAME
-from ...errors import CorruptCheckpoint, UnsafePathError
+from ...errors import CorruptCheckpoint, UnsafePathError, UnsupportedFormatVersion
 from . import checksum
 
 FORMAT_NAME = "unbroken-checkpoint"
-_MAX_MANIFEST_BYTES = 64 << 20
+#: Largest MANIFEST.json accepted (read it with ``store.verify.read_small_file(path, MAX_MANIFEST_BYTES)``).
+MAX_MANIFEST_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +92,10 @@ def build(steps_completed: int, files: list[FileEntry], metadata: dict[str, Any]
 
 
 def parse(data: bytes, *, expected_uuid: str | None = None) -> Manifest:
-    """Parse and validate a manifest. Raises :class:`CorruptCheckpoint` (or UnsafePathError)."""
-    if len(data) > _MAX_MANIFEST_BYTES:
+    """Parse and validate a manifest. Raises :class:`CorruptCheckpoint` (or UnsafePathError), or
+    :class:`UnsupportedFormatVersion` when a newer unbroken wrote it (not corrupt: never skip
+    or mark it as such)."""
+    if len(data) > MAX_MANIFEST_BYTES:
         raise CorruptCheckpoint(f"manifest is {len(data)} bytes, larger than any valid one")
     try:
         body = json.loads(data, parse_constant=_reject_constant)
@@ -105,9 +108,11 @@ def parse(data: bytes, *, expected_uuid: str | None = None) -> Manifest:
         raise CorruptCheckpoint(f"manifest format is {body.get('format')!r}, expected {FORMAT_NAME!r}")
     version = _field(body, "format_version", int)
     if version > FORMAT_VERSION:
-        raise CorruptCheckpoint(
-            f"checkpoint format version {version} is newer than this unbroken "
-            f"understands ({FORMAT_VERSION}): upgrade unbroken"
+        # Checked before the checksum: a newer format may checksum itself differently.
+        name = body.get("uuid") if isinstance(body.get("uuid"), str) else expected_uuid
+        raise UnsupportedFormatVersion(
+            f"checkpoint {name or '(unnamed)'} was written by a newer unbroken "
+            f"(format {version} > {FORMAT_VERSION}): upgrade unbroken to read it"
         )
     if stored_crc != _body_crc(body):
         raise CorruptCheckpoint("manifest checksum does not match its content")

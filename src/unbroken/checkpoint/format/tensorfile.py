@@ -29,7 +29,14 @@ ITEM_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
 }
-_MAX_HEADER = 100 << 20
+#: Largest header accepted (as the safetensors library: 100 MB).
+MAX_HEADER = 100 << 20
+#: Most dimensions of a tensor (numpy's limit).
+MAX_DIMS = 64
+#: Header bytes allowed per expected tensor beyond its escaped name: the JSON of dtype, up to
+#: MAX_DIMS 20-digit dimensions, two offsets; plus room for ``__metadata__`` and padding.
+_HEADER_PER_ENTRY = 64 + 21 * MAX_DIMS
+_HEADER_BASE = 64 << 10
 _ALIGN = 8
 
 
@@ -122,21 +129,37 @@ def _write_all(fd: int, view: memoryview, crc: int) -> int:
     return crc
 
 
+def max_header_size(names: Iterable[str]) -> int:
+    """The largest header a file holding exactly the tensors ``names`` can need (bytes after the prefix)."""
+    return min(MAX_HEADER, _HEADER_BASE + sum(_HEADER_PER_ENTRY + 6 * len(n.encode("utf-8", "surrogatepass"))
+                                              for n in names))
+
+
+def header_length(prefix: bytes, file_size: int, limit: int = MAX_HEADER) -> int:
+    """The header length N from the first 8 bytes of a file; TensorFileError unless it fits.
+
+    ``limit`` bounds N before a byte of the header is read (see :func:`max_header_size`).
+    """
+    if len(prefix) < 8 or file_size < 8:
+        raise TensorFileError("tensor file is shorter than its 8-byte header length")
+    (n,) = struct.unpack("<Q", prefix[:8])
+    if n > min(limit, MAX_HEADER) or 8 + n > file_size:
+        raise TensorFileError(f"tensor file header length {n} does not fit the file ({file_size} bytes)"
+                              + (f" or the {limit} bytes its tensors can need" if limit < MAX_HEADER else ""))
+    return n
+
+
 def parse_header(prefix: bytes, file_size: int) -> Header:
     """Parse and validate the header at the start of a tensor file of ``file_size`` bytes.
 
     ``prefix`` must hold at least the first ``8 + N`` bytes (or the whole file if shorter).
     Raises :class:`TensorFileError` for anything that is not a valid safetensors file.
     """
-    if len(prefix) < 8 or file_size < 8:
-        raise TensorFileError("tensor file is shorter than its 8-byte header length")
-    (n,) = struct.unpack("<Q", prefix[:8])
-    if n > _MAX_HEADER or 8 + n > file_size:
-        raise TensorFileError(f"tensor file header length {n} does not fit the file ({file_size} bytes)")
+    n = header_length(prefix, file_size)
     if len(prefix) < 8 + n:
         raise TensorFileError("tensor file header is truncated")
     try:
-        raw = json.loads(bytes(prefix[8:8 + n]).decode("utf-8"))
+        raw = json.loads(bytes(prefix[8:8 + n]).decode("utf-8"), object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise TensorFileError(f"tensor file header is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -154,12 +177,15 @@ def read_header(f) -> Header:
     size = os.fstat(f.fileno()).st_size
     f.seek(0)
     first = f.read(8)
-    if len(first) < 8:
-        raise TensorFileError("tensor file is shorter than its 8-byte header length")
-    (n,) = struct.unpack("<Q", first)
-    if n > _MAX_HEADER or 8 + n > size:
-        raise TensorFileError(f"tensor file header length {n} does not fit the file ({size} bytes)")
+    n = header_length(first, size)
     return parse_header(first + f.read(n), size)
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return out
 
 
 def _parse_entry(name: str, spec) -> TensorEntry:
@@ -172,6 +198,8 @@ def _parse_entry(name: str, spec) -> TensorEntry:
         raise TensorFileError(f"tensor {name!r}: unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise TensorFileError(f"tensor {name!r}: shape must be a list of non-negative integers")
+    if len(shape) > MAX_DIMS or math.prod(d for d in shape if d) * ITEM_SIZES[dtype] >= 1 << 62:
+        raise TensorFileError(f"tensor {name!r}: shape {shape} is larger than any tensor can be")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
         raise TensorFileError(f"tensor {name!r}: data_offsets must be two non-negative integers")
     begin, end = offsets

@@ -32,7 +32,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import os
-import struct
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -45,8 +44,8 @@ from ..format import checksum
 from ..format import tensorfile
 from .hostmem import HostBuffer
 from ..format.manifest import FileEntry
-from ..store.catalog import check_entry
 from ..format.tensorfile import Header, TensorEntry
+from ..store import verify
 
 #: Bytes per read of the verifying pass (16 MiB reads, each checksummed at once, read a cold
 #: file as fast as ``dd bs=16M`` on the machines measured; explicit POSIX_FADV_WILLNEED
@@ -98,104 +97,115 @@ class Loaded:
         return tensor
 
 
-def read_tensors(path: Path, uuid: str, entry: FileEntry | None, targets: dict[str, Any]) -> Loaded:
-    """Read and verify the tensor file ``path`` described by the manifest ``entry``.
+def read_tensors(directory: Path, uuid: str, entry: FileEntry | None, targets: dict[str, Any],
+                 needed: dict[str, str] | None = None, before_fill: Callable[[Loaded], Any] | None = None
+                 ) -> Loaded:
+    """Read and verify the tensor file of ``directory`` described by the manifest ``entry``.
 
     ``targets`` maps tensor keys to existing tensors or arrays the bytes may be read into; one
     is used only if its dtype and shape match the file and its memory is a plain writable
     host block that overlaps no other target; target bytes are written only once the whole
-    file verified. Raises :class:`CorruptCheckpoint` (no target changed) when the file does
-    not match the manifest.
+    file verified. ``needed`` maps the keys the state tree refers to to their kind
+    (``"numpy"``/``"torch"``): the file must then hold exactly these tensors, loadable as that
+    kind, with a header no larger than they need -- all checked before any memory is
+    allocated, so a hostile file costs no more memory than the state it claims to hold.
+    ``before_fill(loaded)`` runs once the whole file verified and before any byte is written
+    into a target (in-place tensors are then the targets, not yet filled; the others hold
+    their verified values): if it raises, no target has changed. Raises :class:`CorruptCheckpoint` (no target changed) when the file does not match the
+    manifest or the tree, :class:`~unbroken.errors.CheckpointGone` when the checkpoint was
+    deleted under the reader.
     """
     if entry is None:
-        return Loaded(tensorfile.Header((), 0, {}), {}, None, {})
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise CorruptCheckpoint(f"checkpoint {uuid}: file {entry.path} is missing") from None
-    except OSError as exc:
-        raise CorruptCheckpoint(f"checkpoint {uuid}: cannot open {entry.path}: {exc}") from None
-    try:
-        return _read(fd, path, uuid, entry, targets)
-    finally:
-        os.close(fd)
+        if needed:
+            raise CorruptCheckpoint(f"checkpoint {uuid}: the state refers to tensors, but there is no tensor file")
+        loaded = Loaded(tensorfile.Header((), 0, {}), {}, None, {})
+        if before_fill is not None:
+            before_fill(loaded)
+        return loaded
+    with verify.opened(directory, uuid, entry) as fd:
+        return _read(fd, uuid, entry, targets, needed, before_fill)
 
 
-def _read(fd: int, path: Path, uuid: str, entry: FileEntry, targets: dict[str, Any]) -> Loaded:
-    size = os.fstat(fd).st_size
-    if size != entry.size:
-        raise CorruptCheckpoint(
-            f"checkpoint {uuid}: file {entry.path} has {size} bytes, the manifest says {entry.size} (truncated?)"
-        )
+def _read(fd: int, uuid: str, entry: FileEntry, targets: dict[str, Any], needed: dict[str, str] | None,
+          before_fill: Callable[[Loaded], Any] | None) -> Loaded:
+    label = f"checkpoint {uuid}: file {entry.path}"
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    header_bytes = _read_header_bytes(fd, path, uuid, entry, size)
-    crc = checksum.update(0, header_bytes)
-    try:
-        header = tensorfile.parse_header(header_bytes, size)
-    except TensorFileError as exc:
-        # A damaged header is reported as what it is: a file that fails its checksum.
-        _check_whole(fd, path, uuid, entry, size, crc, len(header_bytes))
-        raise TensorFileError(f"checkpoint {uuid}: {entry.path}: {exc}") from None
-
+    header, header_bytes = _header(fd, uuid, entry, needed)
     in_place, fresh_offsets, fresh_size = _plan(header, targets)
     fresh = HostBuffer(fresh_size) if fresh_size else None
-    verify: list[_Piece] = []  # pass 1: every byte of the data section, in file order
-    fill: list[_Piece] = []    # pass 2: the bytes of existing tensors
+    verify_pieces: list[_Piece] = []  # pass 1: every byte of the data section, in file order
+    fill: list[_Piece] = []           # pass 2: the bytes of existing tensors
     for e in header.entries:
         file_at = header.data_start + e.begin
         for a in range(0, e.nbytes, READ_CHUNK):
             b = min(a + READ_CHUNK, e.nbytes)
             if e.name in in_place:
-                verify.append(_Piece(file_at + a, None, b - a))
+                verify_pieces.append(_Piece(file_at + a, None, b - a))
             else:
                 start = fresh_offsets[e.name]
-                verify.append(_Piece(file_at + a, fresh.region(start + a, start + b), b - a))
+                verify_pieces.append(_Piece(file_at + a, fresh.region(start + a, start + b), b - a))
         if e.name in in_place:
             memory = in_place[e.name][1]
             for a in range(0, e.nbytes, FILL_CHUNK):
                 b = min(a + FILL_CHUNK, e.nbytes)
                 fill.append(_Piece(file_at + a, memory[a:b], b - a))
     bounce = HostBuffer(READ_CHUNK) if fill else None
-    crc = _read_pieces(fd, path, verify, bounce, crc, size)
-    check_entry(uuid, entry, size, checksum.to_hex(crc))
-    _fill(fd, path, fill)
-    return Loaded(header, {k: v[0] for k, v in in_place.items()}, fresh, fresh_offsets)
+    crc = _read_pieces(fd, label, verify_pieces, bounce, checksum.update(0, header_bytes))
+    verify.check_entry(uuid, entry, entry.size, checksum.to_hex(crc))
+    loaded = Loaded(header, {k: v[0] for k, v in in_place.items()}, fresh, fresh_offsets)
+    if before_fill is not None:
+        before_fill(loaded)
+    _fill(fd, label, fill)
+    return loaded
 
 
-def _read_header_bytes(fd: int, path: Path, uuid: str, entry: FileEntry, size: int) -> bytes:
-    if size < 8:
-        _check_whole(fd, path, uuid, entry, size, 0, 0)
-        raise TensorFileError(f"checkpoint {uuid}: {entry.path}: tensor file is shorter than its 8-byte header length")
-    first = _pread_exact(fd, path, 8, 0)
-    (n,) = struct.unpack("<Q", first)
-    if n > tensorfile._MAX_HEADER or 8 + n > size:
-        _check_whole(fd, path, uuid, entry, size, checksum.update(0, first), 8)
-        raise TensorFileError(f"checkpoint {uuid}: {entry.path}: tensor file header length {n} does not fit the file")
-    return first + _pread_exact(fd, path, n, 8)
+def _header(fd: int, uuid: str, entry: FileEntry, needed: dict[str, str] | None) -> tuple[Header, bytes]:
+    """Read and check the header, then against ``needed``; return it and its bytes.
+
+    A malformed header is reported as what it most likely is: if the file fails its checksum,
+    that (CorruptCheckpoint); else the header's fault (TensorFileError). A well-formed header
+    that disagrees with the state tree is refused at once, before any data is read.
+    """
+    label = f"checkpoint {uuid}: file {entry.path}"
+    try:
+        first = _pread_exact(fd, label, 8, 0) if entry.size >= 8 else b""
+        limit = tensorfile.MAX_HEADER if needed is None else tensorfile.max_header_size(needed)
+        header_bytes = first + _pread_exact(fd, label, tensorfile.header_length(first, entry.size, limit), 8)
+        header = tensorfile.parse_header(header_bytes, entry.size)
+    except TensorFileError as exc:
+        crc = verify.stream_crc(fd, entry.size, label=label)
+        verify.check_entry(uuid, entry, entry.size, checksum.to_hex(crc))
+        raise TensorFileError(f"checkpoint {uuid}: {entry.path}: {exc}") from None
+    if needed is not None:
+        _check_needed(header, needed, f"checkpoint {uuid}: {entry.path}")
+    return header, header_bytes
 
 
-def _check_whole(fd: int, path: Path, uuid: str, entry: FileEntry, size: int, crc: int, done: int) -> None:
-    """Checksum the rest of a file whose header is unusable; raise if it differs from the manifest."""
-    buffer = bytearray(min(READ_CHUNK, max(size - done, 1)))
-    while done < size:
-        chunk = _pread_exact(fd, path, min(len(buffer), size - done), done)
-        crc = checksum.update(crc, chunk)
-        done += len(chunk)
-    check_entry(uuid, entry, size, checksum.to_hex(crc))
+def _check_needed(header: Header, needed: dict[str, str], label: str) -> None:
+    """The file must hold exactly the tensors the tree refers to, each loadable as its kind."""
+    found = {e.name for e in header.entries}
+    if found != needed.keys():
+        extra, missing = sorted(found - needed.keys())[:3], sorted(needed.keys() - found)[:3]
+        raise TensorFileError(f"{label}: the file holds {len(found)} tensors, the state tree refers to {len(needed)}"
+                              + (f"; not referred to: {extra}" if extra else "")
+                              + (f"; missing: {missing}" if missing else ""))
+    for e in header.entries:
+        if not arrays.loadable(e.dtype, needed[e.name]):
+            raise TensorFileError(f"{label}: tensor {e.name!r} of dtype {e.dtype} cannot be loaded as {needed[e.name]}")
 
 
-def _pread_exact(fd: int, path: Path, n: int, offset: int) -> bytes:
+def _pread_exact(fd: int, label: str, n: int, offset: int) -> bytes:
     try:
         data = os.pread(fd, n, offset)
         while len(data) < n:
             more = os.pread(fd, n - len(data), offset + len(data))
             if not more:
-                raise CorruptCheckpoint(f"file {path} ended early")
+                raise CorruptCheckpoint(f"{label} ended early")
             data += more
         return data
     except OSError as exc:
-        raise StorageError(exc.errno, f"cannot read {path}: {exc}") from exc
+        raise StorageError(exc.errno, f"cannot read {label}: {exc}") from exc
 
 
 def _plan(header: Header, targets: dict[str, Any]) -> tuple[dict[str, tuple[Any, np.ndarray]], dict[str, int], int]:
@@ -249,7 +259,7 @@ def _batches(pieces: list[_Piece], limit: int) -> list[list[_Piece]]:
     return out
 
 
-def _read_pieces(fd: int, path: Path, pieces: list[_Piece], bounce: HostBuffer | None, crc: int, size: int) -> int:
+def _read_pieces(fd: int, label: str, pieces: list[_Piece], bounce: HostBuffer | None, crc: int) -> int:
     """Pass 1: read every piece in file order, checksumming as it goes; return the CRC.
 
     Pieces without a destination are read into ``bounce`` (only to be checksummed).
@@ -262,13 +272,13 @@ def _read_pieces(fd: int, path: Path, pieces: list[_Piece], bounce: HostBuffer |
             else:
                 buffers.append(bounce.region(used, used + piece.nbytes))
                 used += piece.nbytes
-        _preadv_exact(fd, path, buffers, batch[0].offset, sum(p.nbytes for p in batch))
+        _preadv_exact(fd, label, buffers, batch[0].offset, sum(p.nbytes for p in batch))
         for buffer in buffers:
             crc = checksum.update(crc, buffer)
     return crc
 
 
-def _fill(fd: int, path: Path, pieces: list[_Piece]) -> None:
+def _fill(fd: int, label: str, pieces: list[_Piece]) -> None:
     """Pass 2: read the verified bytes of existing tensors into their memory (from the page cache).
 
     Large fills are split between threads: each copy from the page cache runs in the kernel
@@ -280,7 +290,7 @@ def _fill(fd: int, path: Path, pieces: list[_Piece]) -> None:
 
     def run(part: list[list[_Piece]]) -> None:
         for batch in part:
-            _preadv_exact(fd, path, [p.dest for p in batch], batch[0].offset, sum(p.nbytes for p in batch))
+            _preadv_exact(fd, label, [p.dest for p in batch], batch[0].offset, sum(p.nbytes for p in batch))
 
     if workers == 1:
         run(batches)
@@ -304,14 +314,14 @@ def _fill(fd: int, path: Path, pieces: list[_Piece]) -> None:
         raise errors[0]
 
 
-def _preadv_exact(fd: int, path: Path, buffers: list[np.ndarray], offset: int, total: int) -> None:
+def _preadv_exact(fd: int, label: str, buffers: list[np.ndarray], offset: int, total: int) -> None:
     views = [memoryview(b) for b in buffers]
     done = 0
     try:
         while done < total:
             n = os.preadv(fd, views, offset + done)
             if n <= 0:
-                raise CorruptCheckpoint(f"file {path} ended early")
+                raise CorruptCheckpoint(f"{label} ended early")
             done += n
             while views and n >= len(views[0]):
                 n -= len(views[0])
@@ -319,4 +329,4 @@ def _preadv_exact(fd: int, path: Path, buffers: list[np.ndarray], offset: int, t
             if n:
                 views[0] = views[0][n:]
     except OSError as exc:
-        raise StorageError(exc.errno, f"cannot read {path}: {exc}") from exc
+        raise StorageError(exc.errno, f"cannot read {label}: {exc}") from exc

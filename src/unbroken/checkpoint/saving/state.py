@@ -146,6 +146,10 @@ _RESTORE = {
 }
 
 
+#: The kinds of State entries a checkpoint may hold.
+KINDS = frozenset(_CAPTURE)
+
+
 def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 

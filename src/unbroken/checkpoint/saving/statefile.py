@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...errors import CorruptCheckpoint, StateMismatch, StorageError
+from ...errors import CorruptCheckpoint, PickleNotAllowed, StateMismatch
 from ...storage.local import storage_error, write_durably
 from ..format import arrays
 from ..format import checksum
@@ -27,8 +26,8 @@ from ..io import reader
 from ..io import writer
 from ..format.manifest import FileEntry, Manifest
 from ..io.snapshot import Snapshot, encode_json, plan
-from .state import State, _kind as kind_of
-from ..store.catalog import check_entry
+from .state import KINDS, State, _kind as kind_of
+from ..store import verify
 
 STATE_JSON = "state.json"
 TENSORS_FILE = "tensors.safetensors"
@@ -94,9 +93,28 @@ def read(directory: Path, manifest: Manifest, *, allow_pickle: bool = False) -> 
 
     Raises :class:`CorruptCheckpoint` when any byte disagrees with the manifest.
     """
-    tree = _load_tree(directory, manifest)
-    loaded = reader.read_tensors(directory / TENSORS_FILE, manifest.uuid, _entries(manifest).get(TENSORS_FILE), {})
-    return codec.decode(tree, loaded.tensor_of(manifest.uuid), allow_pickle=allow_pickle)
+    return _read_and_decode(directory, manifest, _load_tree(directory, manifest), {}, allow_pickle)
+
+
+def _read_and_decode(directory: Path, manifest: Manifest, tree: dict[str, Any], targets: dict[str, Any],
+                     allow_pickle: bool) -> dict[str, Any]:
+    """Read the tensor file (into ``targets`` where they fit) and decode ``tree`` with its tensors.
+
+    The tree is decoded before any byte is written into a target: a tree that does not decode
+    leaves them untouched.
+    """
+    uuid = manifest.uuid
+    decoded: list[dict[str, Any]] = []
+
+    def decode(loaded: reader.Loaded) -> None:
+        try:
+            decoded.append(codec.decode(tree, loaded.tensor_of(uuid), allow_pickle=allow_pickle))
+        except CorruptCheckpoint as exc:
+            raise type(exc)(f"checkpoint {uuid}: {STATE_JSON}: {exc}") from None
+
+    reader.read_tensors(directory, uuid, _entries(manifest).get(TENSORS_FILE), targets, codec.tensor_refs(tree),
+                        before_fill=decode)
+    return decoded[0]
 
 
 def _entries(manifest: Manifest) -> dict[str, FileEntry]:
@@ -113,6 +131,15 @@ def _load_tree(directory: Path, manifest: Manifest) -> dict[str, Any]:
     tree = _load_json(directory, manifest.uuid, entries[STATE_JSON])
     if not isinstance(tree, dict) or tree.get("format") != STATE_FORMAT:
         raise CorruptCheckpoint(f"checkpoint {manifest.uuid}: {STATE_JSON} is not an unbroken state file")
+    saved = tree.get("entries")
+    if not isinstance(saved, dict) or not all(
+            isinstance(item, dict) and item.get("kind") in KINDS and "data" in item for item in saved.values()):
+        raise CorruptCheckpoint(f"checkpoint {manifest.uuid}: {STATE_JSON} has no valid entries "
+                                f"(each needs a kind among {sorted(KINDS)} and data)")
+    try:
+        codec.tensor_refs(tree)  # every tensor reference well-formed: later walks cannot fail
+    except CorruptCheckpoint as exc:
+        raise CorruptCheckpoint(f"checkpoint {manifest.uuid}: {STATE_JSON}: {exc}") from None
     return tree
 
 
@@ -136,23 +163,16 @@ def in_place_targets(state: State) -> dict[str, Any]:
 
 
 class _TargetEncoder(codec.Encoder):
+    def encode(self, value: Any, path: str) -> Any:
+        if isinstance(value, np.generic):
+            # A numpy scalar is decoded from its value before targets are filled: never in place.
+            array = np.asarray(value)
+            array.flags.writeable = False
+            return self._tensor(array, path)
+        return super().encode(value, path)
+
     def _pickle(self, value: Any, path: str) -> Any:
         return None
-
-
-def _tensor_kinds(tree: Any) -> dict[str, str]:
-    found: dict[str, str] = {}
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "__tensor__" in node:
-                found[node["__tensor__"]] = node.get("kind", "numpy")
-            else:
-                stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
 
 
 def _kind_of_tensor(value: Any) -> str:
@@ -160,42 +180,18 @@ def _kind_of_tensor(value: Any) -> str:
 
 
 def _load_json(directory: Path, uuid: str, entry: FileEntry) -> Any:
-    data = _read_file(directory, uuid, entry)
-    check_entry(uuid, entry, len(data), checksum.to_hex(checksum.update(0, data)))
+    data = verify.read_entry(directory, uuid, entry)
     try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise CorruptCheckpoint(f"checkpoint {uuid}: {entry.path} is not JSON: {exc}") from None
+        return json.loads(data, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptCheckpoint(f"checkpoint {uuid}: {entry.path} is not valid JSON: {exc}") from None
 
 
-def _read_file(directory: Path, uuid: str, entry: FileEntry) -> bytearray:
-    """Read a whole file into a new buffer; size mismatches are corruption, not I/O errors."""
-    path = directory / entry.path
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        raise CorruptCheckpoint(f"checkpoint {uuid}: file {entry.path} is missing") from None
-    except OSError as exc:
-        raise CorruptCheckpoint(f"checkpoint {uuid}: cannot open {entry.path}: {exc}") from None
-    try:
-        size = os.fstat(fd).st_size
-        if size != entry.size:
-            raise CorruptCheckpoint(
-                f"checkpoint {uuid}: file {entry.path} has {size} bytes, the manifest says {entry.size} (truncated?)"
-            )
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        done = 0
-        while done < size:
-            n = os.readv(fd, [view[done:]])
-            if n == 0:
-                raise CorruptCheckpoint(f"checkpoint {uuid}: file {entry.path} ended early")
-            done += n
-        return buffer
-    except OSError as exc:
-        raise StorageError(exc.errno, f"cannot read {path}: {exc}") from exc
-    finally:
-        os.close(fd)
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return out
 
 
 def _write_small(path: Path, data: bytes) -> str:
@@ -215,7 +211,6 @@ def restore(state: State, directory: Path, manifest: Manifest, *, allow_pickle: 
     entries fit ``state`` (names and kinds; see :mod:`.reader` for the contract).
     """
     if manifest.needs_pickle and not allow_pickle:
-        from ...errors import PickleNotAllowed
         raise PickleNotAllowed(
             f"checkpoint {manifest.uuid} holds pickled Python objects; restoring them executes code "
             "from the checkpoint. Pass allow_pickle=True only if you trust where it came from"
@@ -224,21 +219,17 @@ def restore(state: State, directory: Path, manifest: Manifest, *, allow_pickle: 
     _check_fits(state, tree, strict, manifest.uuid)
     targets = {}
     if in_place:
-        kinds = _tensor_kinds(tree)
+        kinds = codec.tensor_refs(tree)
         targets = {k: v for k, v in in_place_targets(state).items() if kinds.get(k) == _kind_of_tensor(v)}
-    loaded = reader.read_tensors(directory / TENSORS_FILE, manifest.uuid, _entries(manifest).get(TENSORS_FILE),
-                                 targets)
-    state.apply(codec.decode(tree, loaded.tensor_of(manifest.uuid), allow_pickle=allow_pickle), strict=strict)
+    state.apply(_read_and_decode(directory, manifest, tree, targets, allow_pickle), strict=strict)
 
 
 def _check_fits(state: State, tree: dict[str, Any], strict: bool, uuid: str) -> None:
     """Raise StateMismatch before any byte is read into ``state`` if the entries do not fit it."""
-    saved = tree.get("entries")
-    if not isinstance(saved, dict):
-        raise CorruptCheckpoint(f"checkpoint {uuid}: {STATE_JSON} has no entries")
+    saved = tree["entries"]
     if strict and set(saved) != set(state):
         state.apply({"entries": saved}, strict=True)  # raises StateMismatch (its message) before applying
     for name, item in saved.items():
-        kind = item.get("kind") if isinstance(item, dict) else None
+        kind = item["kind"]
         if name in state and kind != "value" and kind != kind_of(state[name]):
             raise StateMismatch(f"State entry {name!r} was saved as {kind}, but is now {kind_of(state[name])}")
