@@ -150,6 +150,11 @@ def test_show_json_shape(cli, trained):
                                                      "max": 0.75, "points": 2}}
 
 
+def test_show_table_titles_stay_on_one_line_above_narrow_tables(cli, indexed):
+    lines = [line.strip() for line in cli("show", "exp").stdout.splitlines()]
+    assert "Hyperparameters" in lines and "Attempts" in lines and "Metrics" in lines
+
+
 def test_show_crashed_attempt_and_signal(cli, home):
     with pytest.raises(ZeroDivisionError):
         with unbroken.init("boom", home=home):

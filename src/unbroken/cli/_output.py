@@ -120,7 +120,7 @@ def note(message: str) -> None:
 
 def table(*columns: str, title: str | None = None) -> Table:
     return Table(*columns, box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold",
-                 show_edge=False, pad_edge=False)
+                 show_edge=False, pad_edge=False, min_width=len(title) if title else None)  # title on one line
 
 
 @contextlib.contextmanager
