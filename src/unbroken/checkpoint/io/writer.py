@@ -54,7 +54,7 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, size: int) -> i
         fd = os.open(path, flags, 0o644)
     # The checksum (about 14 GB/s) runs beside the writes on a second thread: both only read
     # the image, and both release the GIL.
-    crc = _Checksum(image[:size]) if size > CHUNK else None
+    crc = _InThread("unbroken-crc", checksum.update, 0, image[:size]) if size > CHUNK else None
     try:
         position = 0
         while position < size:
@@ -135,7 +135,8 @@ def _write_streamed(path: str | os.PathLike[str], header_bytes: bytes, segments:
             crc = checksum.update(crc, buffer[:n])
             if pending is not None:
                 direct = pending.result()
-            pending = _Write(fd, buffer[:round_up(n) if direct else n], position, direct)
+            pending = _InThread("unbroken-write", _pwrite_all, fd, buffer[:round_up(n) if direct else n],
+                                position, direct)
             position += n
             which = 1 - which if buffers[1] is not None else 0
             if buffers[1] is None and position < size:
@@ -186,41 +187,23 @@ class _ByteStream:
         return filled
 
 
-class _Write(threading.Thread):
-    """One pwrite of a whole buffer on a helper thread; ``result()`` returns whether O_DIRECT is still on."""
+class _InThread(threading.Thread):
+    """``fn(*args)`` on a helper thread (the GIL is released in the I/O and CRC calls);
+    ``result()`` joins and returns its value or re-raises its error."""
 
-    def __init__(self, fd: int, data: np.ndarray, offset: int, direct: bool):
-        super().__init__(name="unbroken-write", daemon=True)
-        self._args = (fd, data, offset, direct)
-        self._direct, self._error = direct, None
+    def __init__(self, name: str, fn: Callable[..., Any], *args: Any):
+        super().__init__(name=name, daemon=True)
+        self._call, self._value, self._error = (fn, args), None, None
         self.start()
 
     def run(self) -> None:
+        fn, args = self._call
         try:
-            self._direct = _pwrite_all(*self._args)
+            self._value = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - re-raised by result()
             self._error = exc
 
-    def result(self) -> bool:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._direct
-
-
-class _Checksum(threading.Thread):
-    def __init__(self, data: np.ndarray):
-        super().__init__(name="unbroken-crc", daemon=True)
-        self._data, self._value, self._error = data, 0, None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._value = checksum.update(0, self._data)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
-            self._error = exc
-
-    def result(self) -> int:
+    def result(self) -> Any:
         self.join()
         if self._error is not None:
             raise self._error
