@@ -47,3 +47,23 @@ def test_bad_metrics_raise_the_librarys_error_and_do_not_poison_later_writes(hom
         trial_id = run.info.trial_id
     points = unbroken.tracking.Tracker(home / "unbroken.db").metrics(trial_id, name="loss")
     assert [(p.steps_completed, p.value) for p in points] == [(5, 0.5)]
+
+
+def test_init_reconciles_rows_of_checkpoints_that_vanished_or_were_never_indexed(home):
+    import shutil
+
+    from unbroken.tracking import Tracker
+
+    with unbroken.init("drift", home=home, keep=unbroken.keep_all()) as run:
+        state = unbroken.State(w=np.zeros(3), rng=False)
+        uuids = [run.save(state, step, wait=True) for step in (1, 2, 3)]
+        trial_id, root = run.info.trial_id, run.info.trial_dir / "checkpoints"
+    shutil.rmtree(root / uuids[2])  # deleted behind the index's back (a kill mid-gc, a person)
+    tracker = Tracker(home / "unbroken.db")
+    tracker._conn.execute("DELETE FROM checkpoints WHERE uuid = ?", (uuids[0],))  # never indexed (killed)
+    tracker.close()
+    with unbroken.init("drift", home=home):
+        pass
+    rows = {r.uuid: r.state for r in Tracker(home / "unbroken.db").checkpoints(trial_id)}
+    assert rows == {uuids[0]: "committed", uuids[1]: "committed", uuids[2]: "deleted"}
+    assert Tracker(home / "unbroken.db").trial_by_id(trial_id).steps_completed == 2

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..checkpoint import Manifest
 from ..errors import ConfigError, TrackingError, UnbrokenWarning
-from ..tracking import Tracker, trial_status_for
+from ..tracking import Tracker, reconcile_checkpoints, trial_status_for
 
 log = logging.getLogger("unbroken")
 
@@ -32,6 +32,10 @@ class RunIndex:
         self.supervised = supervised
         self.failures = 0
         self._restored = False
+
+    def reconcile(self, committed: list[Manifest]) -> None:
+        """Bring the trial's checkpoint rows in line with what storage holds (at start: cheap then)."""
+        self._safe("reconcile the checkpoints", reconcile_checkpoints, self.tracker, self.trial_id, committed)
 
     def record_checkpoint(self, manifest: Manifest, *, by_this_attempt: bool = True) -> None:
         self._safe("record checkpoint", self.tracker.record_checkpoint, self.trial_id, manifest.uuid,

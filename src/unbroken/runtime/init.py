@@ -87,6 +87,7 @@ def _compose(tracker, trial, paths, launch, lease, save, keep, preempt_signals, 
                    paths.home, paths.root, launch.supervised)
     label = f"trial {trial.ref}"
     index = RunIndex(tracker, trial.id, attempt.id, supervised=launch.supervised)
+    index.reconcile(store.list())  # the index drifts (kills, gc, other writers); storage is the truth
     preempt = PreemptContext(preempt_signals, deadline if deadline is not None else launch.deadline,
                              extra_signal=launch.preempt_signal)
     checkpoint = CheckpointContext(store, index, keep or DEFAULT_RETENTION, label=label)
