@@ -22,7 +22,13 @@ def tracker(db_path):
     t.close()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
+@pytest.fixture
+def wait_for() -> Callable[..., None]:
+    """``wait_for(condition, timeout=30, what=...)``: poll until ``condition()`` holds, else fail."""
+    return _wait_for
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
     """Poll ``condition`` until it holds (fails the test after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
     while not condition():

@@ -15,7 +15,7 @@ import sqlite3
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 from ..errors import ConfigError, NotFound, TrackingError, UnbrokenError
 
@@ -110,7 +110,7 @@ def write(conn: sqlite3.Connection, path: Path, body: Callable[[sqlite3.Connecti
         return out
     except BaseException as exc:
         rollback_quietly(conn)
-        raise translate(exc, path) from exc
+        _reraise(exc, path)
 
 
 def read(conn: sqlite3.Connection, path: Path, sql: str, args: Any = ()) -> list[tuple]:
@@ -119,7 +119,14 @@ def read(conn: sqlite3.Connection, path: Path, sql: str, args: Any = ()) -> list
         return conn.execute(sql, args).fetchall()
     except Exception as exc:
         rollback_quietly(conn)
-        raise translate(exc, path) from exc
+        _reraise(exc, path)
+
+
+def _reraise(exc: BaseException, path: Path) -> NoReturn:
+    error = translate(exc, path)
+    if error is exc:
+        raise exc
+    raise error from exc
 
 
 def translate(exc: BaseException, path: Path) -> BaseException:
@@ -140,7 +147,9 @@ def translate(exc: BaseException, path: Path) -> BaseException:
 
 def is_corruption(exc: BaseException | None) -> bool:
     """True if ``exc`` (or what it was raised from) says the file is not a sound SQLite database."""
-    while exc is not None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
         if isinstance(exc, sqlite3.DatabaseError):
             code = getattr(exc, "sqlite_errorcode", None)
             if (code is not None and code & 0xFF in _CORRUPTION_CODES) or any(
