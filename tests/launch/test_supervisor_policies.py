@@ -301,3 +301,26 @@ def test_next_supervisor_marks_gone_attempts_lost(home):
     assert sup.run() == 0
     _, attempts = recorded(home)
     assert [a.end_reason for a in attempts] == ["lost", "completed"] and attempts[0].id == dead.id
+
+
+def test_stop_during_start_reaches_the_child_once(home):
+    # before the child exists (inside spawn): passed on once it does
+    sup, _, spawner = supervise(home, [Plan(runs=100)])
+    spawn = spawner.__call__
+
+    def spawn_with_signal(argv, env, tee):
+        sup._on_signal(signal.SIGTERM, None)
+        return spawn(argv, env, tee)
+    sup._spawn = spawn_with_signal
+    assert sup.run() == 75 and spawner.children[0].signals == [signal.SIGTERM]
+
+    # after the child exists, while its pid is being recorded: forwarded by the handler only
+    sup, _, spawner = supervise(home, [Plan(runs=100)])
+    update = sup.tracker.update_attempt
+
+    def update_with_signal(attempt_id, **fields):
+        if "pid" in fields:
+            sup._on_signal(signal.SIGTERM, None)
+        return update(attempt_id, **fields)
+    sup.tracker.update_attempt = update_with_signal
+    assert sup.run() == 75 and spawner.children[0].signals == [signal.SIGTERM]

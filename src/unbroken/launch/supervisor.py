@@ -78,6 +78,7 @@ class Supervisor:
         self.history: list[Outcome] = []
         self.lease = WriterLease(self.paths.writer_lock, f"trial {self.trial.ref}")
         self._stop_reason: str | None = None
+        self._stop_signal = signal.Signals[config.preempt_signal]  # what a stop is passed on as
         self._interrupts = 0
         self._signals = 0
         self._child: Child | None = None
@@ -152,8 +153,8 @@ class Supervisor:
             self._fail_to_start(attempt_id, exc)
             raise
         self.tracker.update_attempt(attempt_id, pid=self._child.pid)  # with its start time (pid_start)
-        if self._stop_reason:  # a stop arrived while we were starting it
-            self._forward(self.config.preempt_signal)
+        if self._stop_reason is not None and self._kill_at is None:  # it arrived before there was a child
+            self._forward(self._stop_signal)
         try:
             return self._wait_child()
         finally:
@@ -206,11 +207,12 @@ class Supervisor:
                 return
         if self._stop_reason is None:
             self._stop_reason = f"signal {signal.Signals(signum).name}"
+            self._stop_signal = signal.SIGTERM if signum == signal.SIGHUP else signal.Signals(signum)
         if self._child is not None:
             self._forward(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    def _forward(self, sig: int | str) -> None:
-        self._child.send_signal(signal.Signals[sig] if isinstance(sig, str) else sig)
+    def _forward(self, sig: int) -> None:
+        self._child.send_signal(sig)
         if self._kill_at is None:
             self._kill_at = self.clock.monotonic() + self.config.grace
 
