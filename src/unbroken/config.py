@@ -19,9 +19,6 @@ from pathlib import Path
 from .envvars import ENV_HOME
 from .errors import ConfigError
 
-# Moved to unbroken.envvars (the one owner of the protocol); re-exported until every importer has moved.
-from .envvars import ENV_ATTEMPT, ENV_DEADLINE, ENV_EXPERIMENT, ENV_PREEMPT_SIGNAL, ENV_TRIAL  # noqa: E402,F401,I001
-
 #: Exit status of a training process that stopped cleanly because a stop was requested
 #: (preemption, time limit): its latest state is committed and it wants to be resumed.
 #: 75 is EX_TEMPFAIL of sysexits.h, "temporary failure; the user is invited to retry".
@@ -49,7 +46,3 @@ def check_name(name: str, what: str = "experiment name") -> str:
         )
     return name
 
-
-def trial_dir(home: Path, experiment: str, trial_number: int) -> Path:
-    """The folder of one trial. Deprecated: use ``paths.TrialPaths(home, experiment, n).root``."""
-    return home / "experiments" / check_name(experiment) / f"trial-{int(trial_number)}"
