@@ -159,9 +159,9 @@ class Tracker:
         try:
             self._write(migrate)
         except TrackingError as exc:
-            if "upgrade unbroken" in str(exc):
+            if not isinstance(exc.__cause__, sqlite3.Error):
                 raise
-            raise TrackingError(f"cannot migrate tracking database {self.path}: {exc}") from exc
+            raise TrackingError(f"cannot migrate tracking database {self.path}: {exc.__cause__}") from exc.__cause__
 
     def schema_version(self) -> int:
         return self._query("PRAGMA user_version")[0][0]
