@@ -1,8 +1,9 @@
 """Checkpoint folders as the CLI sees them: list, re-checksum (with progress), copy verified.
 
-Verification reads every file in chunks, feeding a progress callback, and compares size and
-CRC32C with the manifest (:func:`unbroken.checkpoint.store.catalog.check_entry`). A copy checks the very
-bytes it writes, so an export is verified in the same single pass.
+Verification (:mod:`unbroken.checkpoint.store.verify`) reads every file in chunks, feeding a
+progress callback, and compares size and CRC32C with the manifest; a FIFO, link or folder in
+place of a file is corrupt, never a hang, and a checkpoint deleted meanwhile is "gone", not
+corrupt. A copy checks the very bytes it writes, so an export is verified in the same single pass.
 """
 
 from __future__ import annotations
@@ -12,32 +13,52 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..checkpoint.format import checksum
 from ..checkpoint.format import manifest as manifest_mod
 from ..checkpoint.format.manifest import FileEntry, Manifest
-from ..checkpoint.store.catalog import check_entry
+from ..checkpoint.store import verify as verify_mod
 from ..config import MANIFEST_NAME
-from ..errors import CheckpointNotFound, CorruptCheckpoint
+from ..errors import (CheckpointGone, CheckpointNotFound, CorruptCheckpoint, StorageError,
+                      UnsupportedFormatVersion)
 from ._resolve import Target
-
-_CHUNK = 8 << 20
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 Advance = Callable[[int], None]
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One checkpoint folder: its manifest, or why it has no usable one."""
+    """One checkpoint folder: its manifest, or why it has no usable one.
+
+    ``newer`` is True when the manifest was written by a newer unbroken: unreadable here, but
+    not corrupt (never mark or delete it as such).
+    """
 
     uuid: str
     directory: Path
     manifest: Manifest | None
     problem: str | None = None
+    newer: bool = False
 
     @property
     def size(self) -> int:
         return self.manifest.size if self.manifest else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What verifying one checkpoint found.
+
+    ``status`` is ``"ok"``, ``"corrupt"`` (it cannot be used: damaged, or written by a newer
+    unbroken) or ``"gone"`` (deleted while it was being verified: not a failure). ``damaged``
+    says whether the checkpoint is proven damaged, so that the index may mark it corrupt.
+    """
+
+    status: str
+    reason: str | None = None
+    damaged: bool = False
+
+
+OK = Outcome("ok")
+GONE = Outcome("gone", "deleted while verifying")
 
 
 def entries(target: Target, uuid: str | None = None) -> list[Entry]:
@@ -54,6 +75,8 @@ def entries(target: Target, uuid: str | None = None) -> list[Entry]:
     if uuid is not None:
         try:
             return [Entry(uuid, target.location / uuid, store.manifest(uuid))]
+        except UnsupportedFormatVersion as exc:
+            return [Entry(uuid, target.location / uuid, None, str(exc), newer=True)]
         except CorruptCheckpoint as exc:
             return [Entry(uuid, target.location / uuid, None, str(exc))]
     good, problems = store.scan()
@@ -64,24 +87,35 @@ def entries(target: Target, uuid: str | None = None) -> list[Entry]:
 def _single(directory: Path) -> Entry:
     """A checkpoint folder on its own: its name need not be its uuid (an exported copy)."""
     try:
-        manifest = manifest_mod.parse(_read_all(directory / MANIFEST_NAME))
+        manifest = manifest_mod.parse(read_manifest(directory))
         return Entry(manifest.uuid, directory, manifest)
+    except UnsupportedFormatVersion as exc:
+        return Entry(directory.name, directory, None, str(exc), newer=True)
     except CorruptCheckpoint as exc:
         return Entry(directory.name, directory, None, f"checkpoint {directory.name}: {exc}")
-    except OSError as exc:
-        return Entry(directory.name, directory, None, f"cannot read {MANIFEST_NAME}: {exc.strerror or exc}")
+    except (CheckpointNotFound, StorageError) as exc:
+        return Entry(directory.name, directory, None, f"cannot read {MANIFEST_NAME}: {exc}")
+
+
+def check(entry: Entry, advance: Advance) -> Outcome:
+    """Re-checksum every file of ``entry`` (progress to ``advance``); say what it found."""
+    if entry.manifest is None:
+        if not os.path.lexists(entry.directory):
+            return GONE
+        return Outcome("corrupt", reason(entry.uuid, entry.problem), damaged=not entry.newer)
+    try:
+        verify_mod.verify_checkpoint(entry.directory, entry.manifest, progress=advance)
+    except CheckpointGone:
+        return GONE
+    except (CorruptCheckpoint, StorageError) as exc:
+        return Outcome("corrupt", reason(entry.uuid, str(exc)), damaged=True)
+    return OK
 
 
 def verify(entry: Entry, advance: Advance) -> str | None:
-    """Re-checksum every file of ``entry``; return why it is corrupt, or None when it is good."""
-    if entry.manifest is None:
-        return reason(entry.uuid, entry.problem)
-    try:
-        for file in entry.manifest.files:
-            _stream(entry, file, advance)
-    except CorruptCheckpoint as exc:
-        return reason(entry.uuid, str(exc))
-    return None
+    """Re-checksum every file of ``entry``; return why it is corrupt, or None when it is good or gone."""
+    outcome = check(entry, advance)
+    return outcome.reason if outcome.status == "corrupt" else None
 
 
 def reason(uuid: str, message: str | None) -> str | None:
@@ -94,58 +128,26 @@ def reason(uuid: str, message: str | None) -> str | None:
 def copy_file(entry: Entry, file: FileEntry, dest: Path, advance: Advance) -> None:
     """Copy one file to ``dest`` (fsynced), checking the bytes copied against the manifest.
 
-    Raises CorruptCheckpoint (``dest`` is then incomplete: the caller removes it).
+    Raises CorruptCheckpoint or CheckpointGone (``dest`` is then incomplete: the caller removes it).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest, "xb") as sink:
-        _stream(entry, file, advance, sink)
-        sink.flush()
-        os.fsync(sink.fileno())
+        verify_mod.verify_file(entry.directory, entry.uuid, file, progress=advance, sink=sink)
+        _durable(sink)
 
 
 def copy_manifest(entry: Entry, dest: Path) -> None:
+    data = read_manifest(entry.directory)
     with open(dest, "xb") as sink:
-        sink.write(_read_all(entry.directory / MANIFEST_NAME))
-        sink.flush()
-        os.fsync(sink.fileno())
+        sink.write(data)
+        _durable(sink)
 
 
-def _stream(entry: Entry, file: FileEntry, advance: Advance, sink: BinaryIO | None = None) -> None:
-    path = _inside(entry, file.path)
-    try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
-    except FileNotFoundError:
-        raise CorruptCheckpoint(f"checkpoint {entry.uuid}: file {file.path} is missing") from None
-    except OSError as exc:
-        raise CorruptCheckpoint(f"checkpoint {entry.uuid}: cannot open {file.path}: {exc.strerror or exc}") from None
-    crc = size = 0
-    buffer = memoryview(bytearray(_CHUNK))
-    try:
-        while n := os.readv(fd, [buffer]):
-            crc = checksum.update(crc, buffer[:n])
-            size += n
-            if sink is not None:
-                sink.write(buffer[:n])
-            advance(n)
-    except OSError as exc:
-        raise CorruptCheckpoint(f"checkpoint {entry.uuid}: cannot read {file.path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    check_entry(entry.uuid, file, size, checksum.to_hex(crc))
+def read_manifest(directory: Path) -> bytes:
+    """The bytes of ``directory/MANIFEST.json`` (a regular file of bounded size: never a hang)."""
+    return verify_mod.read_small_file(directory / MANIFEST_NAME, manifest_mod.MAX_MANIFEST_BYTES)
 
 
-def _inside(entry: Entry, relpath: str) -> Path:
-    """The path of a manifest entry; a symbolic link on the way makes the checkpoint corrupt."""
-    path = entry.directory
-    for part in relpath.split("/"):
-        path = path / part
-        if path.is_symlink():
-            raise CorruptCheckpoint(
-                f"checkpoint {entry.uuid}: {relpath} is a symbolic link; checkpoints never follow links")
-    return path
-
-
-def _read_all(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
+def _durable(sink: BinaryIO) -> None:
+    sink.flush()
+    os.fsync(sink.fileno())

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..checkpoint.saving.statefile import STATE_JSON, TENSORS_FILE
-from ..errors import CorruptCheckpoint, NotFound
+from ..errors import CheckpointGone, CorruptCheckpoint, NotFound, UnsupportedFormatVersion
 from . import _checks
 from . import _output as out
 from ._checks import Entry, entries
@@ -19,17 +19,24 @@ from ._resolve import Target, resolve_target
 
 
 def run_checks(target: Target, items: list[Entry]) -> dict[str, str | None]:
-    """Re-checksum ``items`` under one progress bar; record the outcome in the index of a trial.
+    """Re-checksum ``items`` (see :func:`check_all`); ``{uuid: reason}``, None for a good or gone checkpoint."""
+    return {uuid: o.reason if o.status == "corrupt" else None for uuid, o in check_all(target, items).items()}
 
-    Returns ``{uuid: reason}``, the reason being None for a good checkpoint.
+
+def check_all(target: Target, items: list[Entry]) -> dict[str, _checks.Outcome]:
+    """Re-checksum ``items`` under one progress bar; record damage (only) in the index of a trial.
+
+    A checkpoint gone meanwhile, or written by a newer unbroken, is never marked corrupt.
     """
-    results: dict[str, str | None] = {}
+    results: dict[str, _checks.Outcome] = {}
     with out.byte_progress(sum(e.size for e in items), f"verifying {target.label}") as advance:
         for entry in items:
-            results[entry.uuid] = _checks.verify(entry, advance)
+            results[entry.uuid] = _checks.check(entry, advance)
     if target.tracker is not None:
         for entry in items:
-            record_outcome(target, entry, results[entry.uuid])
+            outcome = results[entry.uuid]
+            if outcome.status == "ok" or outcome.damaged:
+                record_outcome(target, entry, outcome.reason if outcome.damaged else None)
     return results
 
 
@@ -73,13 +80,14 @@ def verify(ctx: click.Context, target: str, uuid: str | None, as_json: bool) -> 
     --json prints:
       {"target": str, "location": str, "ok": bool,
        "checkpoints": [{"uuid": str, "steps_completed": int|null, "size_bytes": int,
-                        "status": "ok"|"corrupt", "reason": str|null}]}
+                        "status": "ok"|"corrupt"|"gone", "reason": str|null}]}
+    "gone": deleted (by retention, gc) while being verified; not a failure.
     """
     resolved = resolve_target(ctx, target)
     items = entries(resolved, uuid)
     if not items and resolved.trial is None:
         raise CliError(f"no checkpoints in {resolved.location}")
-    results = run_checks(resolved, items)
+    results = check_all(resolved, items)
     rows = [_verify_row(e, results[e.uuid]) for e in items]
     bad = [r for r in rows if r["status"] == "corrupt"]
     if as_json:
@@ -91,9 +99,9 @@ def verify(ctx: click.Context, target: str, uuid: str | None, as_json: bool) -> 
         raise CliError(f"{len(bad)} of {len(rows)} checkpoint(s) in {resolved.label} corrupt")
 
 
-def _verify_row(entry: Entry, reason: str | None) -> dict[str, Any]:
+def _verify_row(entry: Entry, outcome: _checks.Outcome) -> dict[str, Any]:
     return {"uuid": entry.uuid, "steps_completed": entry.manifest.steps_completed if entry.manifest else None,
-            "size_bytes": entry.size, "status": "corrupt" if reason else "ok", "reason": reason}
+            "size_bytes": entry.size, "status": outcome.status, "reason": outcome.reason}
 
 
 def _print_verify(target: Target, rows: list[dict[str, Any]]) -> None:
@@ -104,10 +112,14 @@ def _print_verify(target: Target, rows: list[dict[str, Any]]) -> None:
         step = "-" if r["steps_completed"] is None else r["steps_completed"]
         if r["status"] == "ok":
             click.echo(f"OK       {r['uuid']}  step {step}  {out.size(r['size_bytes'])}")
+        elif r["status"] == "gone":
+            click.echo(f"GONE     {r['uuid']}  step {step}  gone ({r['reason']})")
         else:
             click.echo(f"CORRUPT  {r['uuid']}  step {step}  {r['reason']}")
-    if all(r["status"] == "ok" for r in rows):
-        click.echo(f"all {len(rows)} checkpoint(s) of {target.label} verify")
+    ok = sum(r["status"] == "ok" for r in rows)
+    gone = len(rows) - ok - sum(r["status"] == "corrupt" for r in rows)
+    if ok + gone == len(rows):
+        click.echo(f"all {ok} checkpoint(s) of {target.label} verify" + (f" ({gone} gone meanwhile)" if gone else ""))
 
 
 # -- export --------------------------------------------------------------------------------------
@@ -139,9 +151,14 @@ def export(ctx: click.Context, source: str, uuid: str | None, dest: Path, as_jso
     for entry in _export_candidates(resolved, uuid):
         try:
             files = _export_tensors(entry, dest) if tensors_only else _export_dir(entry, dest)
+        except CheckpointGone:
+            if uuid or resolved.single:
+                raise
+            out.note(f"skipping checkpoint {entry.uuid}: it was deleted while being exported")
+            continue
         except CorruptCheckpoint as exc:
             why = _checks.reason(entry.uuid, str(exc))
-            if resolved.tracker is not None:
+            if resolved.tracker is not None and not entry.newer:
                 record_outcome(resolved, entry, why)
             if uuid or resolved.single:
                 raise
@@ -206,6 +223,8 @@ def _export_tensors(entry: Entry, dest: Path) -> list[str]:
 
 
 def _manifest_of(entry: Entry):
+    if entry.newer:
+        raise UnsupportedFormatVersion(entry.problem)
     if entry.manifest is None:
         raise CorruptCheckpoint(entry.problem or f"checkpoint {entry.uuid} has no valid manifest")
     return entry.manifest

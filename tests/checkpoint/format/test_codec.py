@@ -183,3 +183,99 @@ trees = st.recursive(
 def test_random_trees_round_trip_with_exact_types(tree):
     out, _ = round_trip(tree)
     assert_identical(out, tree)
+
+
+# -- values that cannot be saved: UnsupportedValue (a ValueError) naming the path ------------------
+
+@pytest.mark.parametrize("value, path, message", [
+    ({"k": {float("nan"): 1}}, "root/k", "NaN"),
+    ({"big": [1, 2 ** 9000]}, "root/big/1", "9001 bits"),
+    ({"neg": -(2 ** 9000)}, "root/neg", "bits"),
+    ({"f": lambda: 0}, "root/f", "allow_pickle"),
+])
+def test_values_that_cannot_be_saved_raise_unsupported_value(value, path, message):
+    with pytest.raises(UnsupportedValue, match=message) as info:
+        codec.Encoder().encode(value, "root")
+    assert repr(path) in str(info.value)
+    assert isinstance(info.value, ValueError)  # code catching ValueError keeps working
+
+
+def test_a_lambda_that_pickle_refuses_is_unsupported_even_with_pickle_allowed():
+    with pytest.raises(UnsupportedValue, match="with pickle"):
+        codec.Encoder(allow_pickle=True).encode({"f": lambda: 0}, "root")
+
+
+def test_nesting_beyond_the_limit_is_unsupported_and_the_limit_round_trips():
+    deep: list = []
+    node = deep
+    for _ in range(codec.MAX_DEPTH - 3):  # MAX_DEPTH - 2 lists, in a tuple in a dict: MAX_DEPTH levels
+        node.append([])
+        node = node[0]
+    out, _ = round_trip({"t": (deep,)})  # tuples add a level of JSON: still decodes
+    assert out == {"t": (deep,)}
+    with pytest.raises(UnsupportedValue, match="nested more than"):
+        codec.Encoder().encode([[[deep]]], "root")
+
+
+def test_the_largest_int_round_trips():
+    value = 2 ** codec.MAX_INT_BITS - 1
+    assert round_trip({"x": -value})[0] == {"x": -value}
+
+
+# -- decoding hostile trees: only CorruptCheckpoint -------------------------------------------------
+
+@pytest.mark.parametrize("tree", [
+    {"__bytes__": "not base64!"},
+    {"__bytes__": 5},
+    {"__float__": "pi"},
+    {"__float__": None},
+    {"__npscalar__": "U2000000000", "value": 1},
+    {"__npscalar__": "not a dtype", "value": 1},
+    {"__npscalar__": "<f8", "value": [1, 2]},
+    {"__tensor__": ["w"]},
+    {"__tensor__": "w", "kind": "jax"},
+    "[" * 200_000,
+])
+def test_hostile_trees_are_corrupt(tree):
+    if isinstance(tree, str):  # nesting: a deep list, built without recursion
+        tree = []
+        for _ in range(200_000):
+            tree = [tree]
+    with pytest.raises(CorruptCheckpoint):
+        codec.decode(tree, lambda k, kind: np.zeros(1))
+
+
+def test_a_damaged_pickle_is_corrupt_and_a_missing_class_a_mismatch():
+    import base64
+    import pickle
+    with pytest.raises(CorruptCheckpoint, match="pickled value"):
+        codec.decode({"__pickle__": base64.b64encode(b"\x80\x05garbage").decode()}, None, allow_pickle=True)
+    missing = pickle.dumps(Opaque(2)).replace(b"Opaque", b"Vanish")
+    with pytest.raises(StateMismatch, match="renamed or removed"):
+        codec.decode({"__pickle__": base64.b64encode(missing).decode()}, None, allow_pickle=True)
+
+
+TAGS = ["__tensor__", "__tuple__", "__dict__", "__bytes__", "__npscalar__", "__pickle__", "__float__", "kind",
+        "value"]
+json_leaves = (st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | st.floats(allow_nan=False)
+               | st.text(max_size=8) | st.sampled_from(["numpy", "torch", "<f8", "|b1", "AAAA", "nan", "w", "O"]))
+json_trees = st.recursive(
+    json_leaves,
+    lambda c: (st.lists(c, max_size=4)
+               | st.dictionaries(st.sampled_from(TAGS) | st.text(max_size=4), c, max_size=4)),
+    max_leaves=30,
+)
+
+
+@PROPERTY
+@given(json_trees, st.booleans())
+def test_arbitrary_json_trees_decode_or_raise_only_checkpoint_errors(tree, pickle_allowed):
+    def tensor_of(key, kind):
+        if key != "w":
+            raise CorruptCheckpoint(f"no tensor {key!r}")
+        return np.arange(3.0) if kind == "numpy" else torch.arange(3.0)
+    try:
+        # Pickles drawn here are base64 of a few random bytes: never a meaningful program.
+        codec.decode(tree, tensor_of, allow_pickle=pickle_allowed)
+    except (CorruptCheckpoint, PickleNotAllowed, StateMismatch):
+        pass

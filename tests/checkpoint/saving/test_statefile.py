@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 
 from unbroken.checkpoint.saving import statefile
 from unbroken.checkpoint import CheckpointStore, State
-from unbroken.errors import CorruptCheckpoint, PickleNotAllowed, TensorFileError
+from unbroken.errors import ConfigError, CorruptCheckpoint, PickleNotAllowed, TensorFileError, UnsupportedValue
 from unbroken.storage import LocalStorage
 
 ROUND_TRIP = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -271,3 +271,18 @@ def test_a_tree_that_does_not_decode_leaves_in_place_targets_untouched(store, ro
     with pytest.raises(CorruptCheckpoint, match="__bytes__"):
         statefile.restore(target, root / uuid, forged)
     assert (target.w == -1).all() and target.b == b""
+
+
+@pytest.mark.parametrize("value, where", [
+    pytest.param({"opt": object()}, "'entry/opt'", id="object-without-state-dict"),
+    pytest.param({"s": torch.eye(2).to_sparse()}, "'entry/s'", id="sparse-tensor"),
+    pytest.param({"x": np.array(["a"])}, "'entry/x'", id="string-array"),
+    pytest.param({"c": torch.zeros(1, dtype=torch.complex64)}, "'entry/c'", id="complex-dtype"),
+    pytest.param({"k": {float("nan"): 1}}, "'entry/k'", id="nan-key"),
+    pytest.param([2 ** 9000], "'entry/0'", id="int-beyond-json"),
+])
+def test_values_a_state_cannot_save_raise_unsupported_value_naming_the_entry(tmp_path, value, where):
+    with pytest.raises(UnsupportedValue, match=where) as info:
+        tree, tensors, used_pickle = statefile.capture(State(entry=value, rng=False))
+        statefile.write(tmp_path, tree, tensors, used_pickle)
+    assert isinstance(info.value, ValueError) and not isinstance(info.value, ConfigError)
