@@ -16,6 +16,7 @@ import dataclasses
 import math
 from typing import Sequence
 
+from .._policy import Combinable, Counted, Union
 from ..errors import ConfigError
 
 
@@ -45,51 +46,38 @@ def failures_since_progress(history: Sequence[Outcome]) -> int:
     return count
 
 
-class StopPolicy:
+class StopPolicy(Combinable, family=True):
     """``should_stop(history) -> bool`` after a failure; combine with ``|`` (stop if any says so)."""
 
     def should_stop(self, history: Sequence[Outcome]) -> bool:
         raise NotImplementedError
 
-    def __or__(self, other: "StopPolicy") -> "StopPolicy":
-        return _AnyStop((self, other))
 
-
-class _AnyStop(StopPolicy):
-    def __init__(self, policies):
-        self.policies = tuple(policies)
-
+class _AnyStop(Union, StopPolicy):
     def should_stop(self, history):
         return any(p.should_stop(history) for p in self.policies)
 
-    def __repr__(self):
-        return " | ".join(map(repr, self.policies))
+
+StopPolicy.Union = _AnyStop
 
 
-class max_failures(StopPolicy):
+class max_failures(Counted, StopPolicy):
     """Give up when more than ``n`` restarts would be needed since the last progress."""
 
-    def __init__(self, n: int):
-        self.n = _count(n, "max_failures")
+    minimum = 0
 
     def should_stop(self, history):
         return failures_since_progress(history) > self.n
 
-    def __repr__(self):
-        return f"max_failures({self.n})"
 
-
-class max_total_failures(StopPolicy):
+class max_total_failures(Counted, StopPolicy):
     """Give up after more than ``n`` failures in all, progress or not (a safety net)."""
 
-    def __init__(self, n: int):
-        self.n = _count(n, "max_total_failures")
+    minimum = 0
 
     def should_stop(self, history):
         return sum(o.failed for o in history) > self.n
 
-    def __repr__(self):
-        return f"max_total_failures({self.n})"
 
 
 class WaitPolicy:
@@ -119,9 +107,3 @@ class exponential_backoff(WaitPolicy):
 
     def __repr__(self):
         return f"exponential_backoff({self.initial:g}, {self.maximum:g}, {self.factor:g})"
-
-
-def _count(n, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"{what}(n) needs a non-negative integer, not {n!r}")
-    return n

@@ -9,45 +9,30 @@ A preemption and the end of the loop always save, whatever the policy.
 
 from __future__ import annotations
 
+from .._policy import Combinable, Counted, Union
 from ..errors import ConfigError
 
 
-class SavePolicy:
+class SavePolicy(Combinable, family=True):
     """``due(steps_completed, steps_at_last_save, seconds_since_last_save) -> bool``."""
 
     def due(self, steps_completed: int, last_steps: int, elapsed: float) -> bool:
         raise NotImplementedError
 
-    def __or__(self, other: "SavePolicy") -> "SavePolicy":
-        if not isinstance(other, SavePolicy):
-            return NotImplemented
-        return _Any((self, other))
 
-
-class _Any(SavePolicy):
-    def __init__(self, policies):
-        self.policies = tuple(policies)
-
+class _Any(Union, SavePolicy):
     def due(self, steps_completed, last_steps, elapsed):
         return any(p.due(steps_completed, last_steps, elapsed) for p in self.policies)
 
-    def __repr__(self):
-        return " | ".join(map(repr, self.policies))
+
+SavePolicy.Union = _Any
 
 
-class every_steps(SavePolicy):
+class every_steps(Counted, SavePolicy):
     """Save when ``steps_completed`` is a multiple of ``n``."""
-
-    def __init__(self, n: int):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"every_steps(n) needs a positive integer, not {n!r}")
-        self.n = n
 
     def due(self, steps_completed, last_steps, elapsed):
         return steps_completed > last_steps and steps_completed % self.n == 0
-
-    def __repr__(self):
-        return f"every_steps({self.n})"
 
 
 class every_seconds(SavePolicy):

@@ -11,6 +11,8 @@ from ..errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
+    """A named piece of work (one command or one sweep); holds trials."""
+
     id: int
     name: str
     created_at: float
@@ -18,6 +20,8 @@ class Experiment:
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
+    """One training run with fixed hyperparameters: the thing that resumes."""
+
     id: int
     experiment: str
     number: int

@@ -249,9 +249,10 @@ NUMPY_ONLY = textwrap.dedent("""
                   rs=np.random.RandomState(2), py=random.Random(3), step=10, scalar=np.float64(2.5))
     state.gen.random(5)
     tree, tensors, used_pickle = statefile.capture(state)
-    pending = store.begin()
+    pending = store.begin(10)
     written = statefile.write(pending.path, tree, tensors, used_pickle)
-    m = store.commit(pending, 10, known=written.entries)
+    pending.add_written(written.entries)
+    m = store.commit(pending)
     expected = (random.random(), np.random.rand(), state.gen.random(), state.rs.rand(), state.py.random())
 
     target = State(w=np.zeros(1), gen=np.random.default_rng(9), rs=np.random.RandomState(9),

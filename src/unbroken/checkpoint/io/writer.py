@@ -43,15 +43,8 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, size: int) -> i
     :class:`~.hostmem.HostBuffer`): the last direct write is padded to the alignment and the
     file is truncated back to ``size``.
     """
-    direct = direct_io_enabled() and image.__array_interface__["data"][0] % ALIGN == 0 and image.nbytes >= round_up(size)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags | (os.O_DIRECT if direct else 0), 0o644)
-    except OSError as exc:
-        if not direct or exc.errno != errno.EINVAL:
-            raise
-        direct = False  # the filesystem refuses O_DIRECT at open
-        fd = os.open(path, flags, 0o644)
+    aligned = image.__array_interface__["data"][0] % ALIGN == 0 and image.nbytes >= round_up(size)
+    fd, direct = _create(path, direct_io_enabled() and aligned)
     # The checksum (about 14 GB/s) runs beside the writes on a second thread: both only read
     # the image, and both release the GIL.
     crc = _InThread("unbroken-crc", checksum.update, 0, image[:size]) if size > CHUNK else None
@@ -112,17 +105,9 @@ def _give_bounce(buffers: list[HostBuffer | None]) -> None:
 
 def _write_streamed(path: str | os.PathLike[str], header_bytes: bytes, segments: Iterable[Any], size: int,
                     chunk: int, buffers: list[HostBuffer | None]) -> int:
-    direct = direct_io_enabled()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags | (os.O_DIRECT if direct else 0), 0o644)
-    except OSError as exc:
-        if not direct or exc.errno != errno.EINVAL:
-            raise
-        direct = False
-        fd = os.open(path, flags, 0o644)
+    fd, direct = _create(path, direct_io_enabled())
     source = _ByteStream(_chain(header_bytes, segments))
-    pending: _Write | None = None
+    pending: _InThread | None = None
     try:
         crc = 0
         position = 0
@@ -185,6 +170,18 @@ class _ByteStream:
             self._current = self._current[n:]
             filled += n
         return filled
+
+
+def _create(path: str | os.PathLike[str], direct: bool) -> tuple[int, bool]:
+    """Create the new file ``path`` for writing: ``(fd, direct)``, with O_DIRECT when asked for and
+    the filesystem accepts it at open."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags | (os.O_DIRECT if direct else 0), 0o644), direct
+    except OSError as exc:
+        if not direct or exc.errno != errno.EINVAL:
+            raise
+        return os.open(path, flags, 0o644), False  # the filesystem refuses O_DIRECT at open
 
 
 class _InThread(threading.Thread):

@@ -14,34 +14,27 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
+from ..._policy import Combinable, Counted, Union, whole_number
 from ...errors import ConfigError
 from ..format.manifest import Manifest
 
 
-class RetentionPolicy:
+class RetentionPolicy(Combinable, family=True):
     """Base class: ``keep(checkpoints)`` returns the set of uuids to keep."""
 
     def keep(self, checkpoints: Sequence[Manifest]) -> set[str]:
         raise NotImplementedError
 
-    def __or__(self, other: "RetentionPolicy") -> "RetentionPolicy":
-        if not isinstance(other, RetentionPolicy):
-            return NotImplemented
-        return _Union((self, other))
 
-
-class _Union(RetentionPolicy):
-    def __init__(self, policies: Iterable[RetentionPolicy]):
-        self.policies = tuple(policies)
-
+class _Union(Union, RetentionPolicy):
     def keep(self, checkpoints: Sequence[Manifest]) -> set[str]:
         kept: set[str] = set()
         for policy in self.policies:
             kept |= policy.keep(checkpoints)
         return kept
 
-    def __repr__(self) -> str:
-        return " | ".join(map(repr, self.policies))
+
+RetentionPolicy.Union = _Union
 
 
 class keep_all(RetentionPolicy):
@@ -54,18 +47,12 @@ class keep_all(RetentionPolicy):
         return "keep_all()"
 
 
-class keep_latest(RetentionPolicy):
+class keep_latest(Counted, RetentionPolicy):
     """Keep the ``n`` checkpoints with the most steps completed."""
-
-    def __init__(self, n: int):
-        self.n = _positive(n, "keep_latest(n)")
 
     def keep(self, checkpoints):
         ordered = sorted(checkpoints, key=lambda c: (c.steps_completed, c.created_at))
         return {c.uuid for c in ordered[-self.n:]}
-
-    def __repr__(self):
-        return f"keep_latest({self.n})"
 
 
 class keep_best(RetentionPolicy):
@@ -76,7 +63,7 @@ class keep_best(RetentionPolicy):
     """
 
     def __init__(self, n: int, metric: str, mode: str = "min"):
-        self.n = _positive(n, "keep_best(n)")
+        self.n = whole_number(n, "keep_best(n)")
         if mode not in ("min", "max"):
             raise ConfigError(f"keep_best mode must be 'min' or 'max', not {mode!r}")
         self.metric, self.mode = metric, mode
@@ -90,17 +77,11 @@ class keep_best(RetentionPolicy):
         return f"keep_best({self.n}, {self.metric!r}, mode={self.mode!r})"
 
 
-class keep_every(RetentionPolicy):
-    """Keep every checkpoint whose ``steps_completed`` is a multiple of ``k``."""
-
-    def __init__(self, k: int):
-        self.k = _positive(k, "keep_every(k)")
+class keep_every(Counted, RetentionPolicy):
+    """Keep every checkpoint whose ``steps_completed`` is a multiple of ``n``."""
 
     def keep(self, checkpoints):
-        return {c.uuid for c in checkpoints if c.steps_completed % self.k == 0}
-
-    def __repr__(self):
-        return f"keep_every({self.k})"
+        return {c.uuid for c in checkpoints if c.steps_completed % self.n == 0}
 
 
 def metric_value(checkpoint: Manifest, metric: str) -> float | None:
@@ -118,9 +99,3 @@ def to_delete(policy: RetentionPolicy, checkpoints: Sequence[Manifest], protecte
     """The checkpoints the policy lets go, never any of ``protected``; oldest first."""
     kept = policy.keep(checkpoints) | set(protected)
     return [c for c in checkpoints if c.uuid not in kept]
-
-
-def _positive(n, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"{what} needs a positive integer, not {n!r}")
-    return n
