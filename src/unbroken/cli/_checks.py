@@ -81,7 +81,8 @@ def entries(target: Target, uuid: str | None = None) -> list[Entry]:
             return [Entry(uuid, target.location / uuid, None, str(exc))]
     good, problems = store.scan()
     return ([Entry(m.uuid, target.location / m.uuid, m) for m in good]
-            + [Entry(p.uuid, target.location / p.uuid, None, p.reason) for p in sorted(problems, key=lambda p: p.uuid)])
+            + [Entry(p.uuid, target.location / p.uuid, None, p.reason, newer=p.newer)
+               for p in sorted(problems, key=lambda p: p.uuid)])
 
 
 def _single(directory: Path) -> Entry:

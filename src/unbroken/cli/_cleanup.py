@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import click
 
 from ..checkpoint import CheckpointStore
-from ..config import FORMAT_VERSION, MANIFEST_NAME, check_name
+from ..config import check_name
 from ..errors import CheckpointNotFound, NotFound
 from ..storage import LocalStorage
 from ..tracking import Tracker, Trial
@@ -222,20 +221,10 @@ def _gc_corrupt(site: _Site, tracker: Tracker | None, dry_run: bool) -> list[dic
 def _why_corrupt(entry: Entry, marked: set[str]) -> str | None:
     """Why ``entry`` should go: no valid manifest, or marked corrupt and still failing verification."""
     if entry.manifest is None:
-        return None if _newer_format(entry) else _checks.reason(entry.uuid, entry.problem)
+        return None if entry.newer else _checks.reason(entry.uuid, entry.problem)
     if entry.uuid in marked:
         return _checks.verify(entry, lambda n: None)
     return None
-
-
-def _newer_format(entry: Entry) -> bool:
-    """True when the manifest was written by a newer unbroken (unreadable here, but not corrupt)."""
-    try:
-        body = json.loads((entry.directory / MANIFEST_NAME).read_bytes())
-        return isinstance(body, dict) and isinstance(body.get("format_version"), int) \
-            and body["format_version"] > FORMAT_VERSION
-    except (OSError, ValueError):
-        return False
 
 
 def _item(site: _Site, kind: str, name: str, reason: str | None) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from .loop import StateLoop
 from .metrics import MetricsWriter
 from .outcome import classify
 from .preempt import PreemptContext
-from .training import TrainContext
 
 
 @dataclasses.dataclass(frozen=True)

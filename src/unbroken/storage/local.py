@@ -10,7 +10,7 @@ from typing import BinaryIO, Hashable
 
 from .atomicity import RenameCommit, check_entry_name
 from .base import Storage
-from .fsio import storage_error, write_durably  # noqa: F401 - write_durably: old import path, kept until callers move to .fsio
+from .fsio import storage_error
 from .locks import ReadLeases
 
 

@@ -468,3 +468,37 @@ def test_a_checkpoint_another_writer_added_is_seen_after_its_folder_changed(tmp_
     assert [m.uuid for m in store.list()][-1] == other.uuid
     fresh_store(tmp_path).delete(other.uuid)  # gc elsewhere
     assert other.uuid not in {m.uuid for m in store.list()}
+
+
+# -- newer formats and special files in place of a manifest -----------------------------------
+
+def test_a_checkpoint_of_a_newer_format_is_listed_as_a_problem_but_never_called_corrupt(store, root):
+    import json as json_mod
+
+    from unbroken.config import FORMAT_VERSION
+
+    uuids = three_checkpoints(store)
+    path = root / uuids[-1] / MANIFEST
+    body = json_mod.loads(path.read_bytes())
+    body.pop("manifest_crc32c")
+    body["format_version"] = FORMAT_VERSION + 1
+    body["manifest_crc32c"] = manifest_mod._body_crc(body)
+    path.write_bytes(json_mod.dumps(body).encode())
+    reader = fresh_store(root)
+    listed, problems = reader.scan()
+    assert [m.uuid for m in listed] == uuids[:2]
+    assert [(p.uuid, p.newer) for p in problems] == [(uuids[-1], True)] and "upgrade" in problems[0].reason
+    assert uuids[-1] not in reader.corrupt
+    reported = []
+    assert reader.newest_good(on_corrupt=lambda u, r: reported.append(u)).uuid == uuids[1] and reported == []
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_in_place_of_the_manifest_is_corrupt_not_a_hang(store, root):
+    uuids = three_checkpoints(store)
+    (root / uuids[-1] / MANIFEST).unlink()
+    os.mkfifo(root / uuids[-1] / MANIFEST)
+    reader = fresh_store(root)
+    with pytest.raises(CorruptCheckpoint, match="not a regular file"):
+        reader.manifest(uuids[-1])
+    assert reader.newest_good().uuid == uuids[1]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CorruptCheckpoint, PickleNotAllowed, StateMismatch
-from ...storage.local import storage_error, write_durably
+from ...storage.fsio import storage_error, write_durably
 from ..format import arrays
 from ..format import checksum
 from ..format import codec

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import os
 import stat
@@ -36,6 +35,7 @@ from ...storage.fsio import storage_error
 from ..format import checksum
 from ..format import manifest as manifest_mod
 from ..format.manifest import FileEntry, Manifest
+from . import verify
 from .pending import PendingCheckpoint, check_metadata, check_steps
 from .retention import RetentionPolicy, to_delete
 
@@ -53,6 +53,7 @@ class Problem:
 
     uuid: str
     reason: str
+    newer: bool = False  #: written by a newer unbroken: unreadable here, but not corrupt
 
 
 class CheckpointStore:
@@ -127,7 +128,7 @@ class CheckpointStore:
         with self._lock:
             self._refresh()
             good = sorted(self._known.values(), key=lambda m: (m.steps_completed, m.created_at))
-            return good, [Problem(uuid, reason) for uuid, reason in sorted(self._problems.items())]
+            return good, [Problem(uuid, *problem) for uuid, problem in sorted(self._problems.items())]
 
     def list(self) -> list[Manifest]:
         """Committed checkpoints whose manifest is valid, oldest first (files not re-checked)."""
@@ -150,9 +151,11 @@ class CheckpointStore:
             try:
                 self._known[name] = self.manifest(name)
             except CheckpointNotFound:
-                self._problems[name] = f"no {MANIFEST_NAME}: not a committed checkpoint"
-            except (CorruptCheckpoint, UnsupportedFormatVersion) as exc:
-                self._problems[name] = str(exc)
+                self._problems[name] = (f"no {MANIFEST_NAME}: not a committed checkpoint", False)
+            except CorruptCheckpoint as exc:
+                self._problems[name] = (str(exc), False)
+            except UnsupportedFormatVersion as exc:
+                self._problems[name] = (str(exc), True)
         self._token = token if token is not None and _settled(token, listed_at) else None
 
     def _forget(self, uuid: str) -> None:
@@ -164,19 +167,19 @@ class CheckpointStore:
         """Read and parse one checkpoint's manifest from storage. Raises CheckpointNotFound or CorruptCheckpoint."""
         _check_uuid(uuid)
         self.manifest_reads += 1
+        local = self.storage.local_dir(uuid)
         try:
-            data = self.storage.read_bytes(uuid, MANIFEST_NAME)
-        except StorageError as exc:
-            if isinstance(exc.__cause__, (FileNotFoundError, NotADirectoryError)):
-                raise CheckpointNotFound(
-                    f"no checkpoint {uuid} in {self.storage.location} (list them with `unbroken checkpoints`)"
-                ) from None
-            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.EINVAL):
-                # One such directory must not stop scan()/newest_good() from finding the others.
-                raise CorruptCheckpoint(
-                    f"checkpoint {uuid}: {MANIFEST_NAME} is not a regular file (a symbolic link, a folder or a pipe)"
-                ) from None
-            raise
+            if local is not None:  # never a hang on a FIFO, never a huge allocation
+                data = verify.read_small_file(local / MANIFEST_NAME, manifest_mod.MAX_MANIFEST_BYTES)
+            else:
+                data = _read_remote(self.storage, uuid, MANIFEST_NAME)
+        except CheckpointNotFound:
+            raise CheckpointNotFound(
+                f"no checkpoint {uuid} in {self.storage.location} (list them with `unbroken checkpoints`)"
+            ) from None
+        except CorruptCheckpoint as exc:
+            # One such directory must not stop scan()/newest_good() from finding the others.
+            raise CorruptCheckpoint(f"checkpoint {uuid}: {exc}") from None
         try:
             return manifest_mod.parse(data, expected_uuid=uuid)
         except CorruptCheckpoint as exc:
@@ -197,31 +200,22 @@ class CheckpointStore:
         return manifest
 
     def verify_file(self, uuid: str, entry: FileEntry) -> None:
-        """Check one file's size and checksum against its manifest entry."""
-        local = self.storage.local_dir(uuid)
-        try:
-            if local is None:
-                data = self.storage.read_bytes(uuid, entry.path)
-                size, crc = len(data), checksum.to_hex(checksum.update(0, data))
-            else:
-                _refuse_links(local, entry.path)
-                size, crc = checksum.of_file(local / entry.path)
-        except (FileNotFoundError, StorageError) as exc:
-            if not self._exists(uuid):
-                raise CheckpointGone(f"checkpoint {uuid} was deleted while it was being read") from None
-            if isinstance(exc, FileNotFoundError) or isinstance(exc.__cause__, FileNotFoundError):
-                raise CorruptCheckpoint(f"checkpoint {uuid}: file {entry.path} is missing") from None
-            raise CorruptCheckpoint(f"checkpoint {uuid}: cannot read {entry.path}: {exc}") from None
-        except OSError as exc:
-            raise CorruptCheckpoint(f"checkpoint {uuid}: cannot read {entry.path}: {exc}") from None
-        check_entry(uuid, entry, size, crc)
+        """Check one file's kind, size and checksum against its manifest entry.
 
-    def _exists(self, uuid: str) -> bool:
+        Raises CorruptCheckpoint, or CheckpointGone when the checkpoint was deleted meanwhile.
+        """
+        local = self.storage.local_dir(uuid)
+        if local is not None:
+            try:
+                verify.verify_file(local, uuid, entry)
+            except StorageError as exc:
+                raise CorruptCheckpoint(f"checkpoint {uuid}: cannot read {entry.path}: {exc}") from None
+            return
         try:
-            self.storage.read_bytes(uuid, MANIFEST_NAME)
-            return True
-        except StorageError:
-            return False
+            data = self.storage.read_bytes(uuid, entry.path)
+        except StorageError as exc:
+            raise CorruptCheckpoint(f"checkpoint {uuid}: cannot read {entry.path}: {exc}") from None
+        verify.check_entry(uuid, entry, len(data), checksum.to_hex(checksum.update(0, data)))
 
     def mark_verified(self, uuid: str) -> None:
         """Record that a reader checked every file of ``uuid``."""
@@ -236,10 +230,12 @@ class CheckpointStore:
 
     @property
     def corrupt(self) -> dict[str, str]:
-        """Checkpoints found corrupt by this store (uuid -> reason), unreadable manifests included."""
+        """Checkpoints found corrupt by this store (uuid -> reason), unreadable manifests included
+        (but not those of a newer format: they are fine, just not readable by this version)."""
         with self._lock:
             self._refresh()
-            return {**self._problems, **self._corrupt}
+            unreadable = {uuid: reason for uuid, (reason, newer) in self._problems.items() if not newer}
+            return {**unreadable, **self._corrupt}
 
     def newest_good(self, on_corrupt: Callable[[str, str], None] | None = None) -> Manifest | None:
         """The committed checkpoint with the most steps whose files verify, or None.
@@ -328,14 +324,14 @@ class CheckpointStore:
         return self.storage.commit.clean_stale()
 
 
-def check_entry(uuid: str, entry: FileEntry, size: int, crc: str) -> None:
-    """Raise CorruptCheckpoint if a file's size or checksum differs from its manifest entry."""
-    if size != entry.size:
-        raise CorruptCheckpoint(
-            f"checkpoint {uuid}: file {entry.path} has {size} bytes, the manifest says {entry.size} (truncated?)"
-        )
-    if crc != entry.crc32c:
-        raise CorruptCheckpoint(f"checkpoint {uuid}: file {entry.path} fails its checksum ({crc} != {entry.crc32c})")
+def _read_remote(storage: Storage, uuid: str, relpath: str) -> bytes:
+    """A file of a checkpoint on storage without local files; a missing one is CheckpointNotFound."""
+    try:
+        return storage.read_bytes(uuid, relpath)
+    except StorageError as exc:
+        if isinstance(exc.__cause__, (FileNotFoundError, NotADirectoryError)):
+            raise CheckpointNotFound(f"{relpath} of {uuid} does not exist") from None
+        raise
 
 
 def _settled(token: Any, now: float) -> bool:
@@ -344,16 +340,6 @@ def _settled(token: Any, now: float) -> bool:
         return now - token[1] / 1e9 > _SETTLE_SECONDS
     except (TypeError, IndexError):
         return True
-
-
-def _refuse_links(root: Path, relpath: str) -> None:
-    path = root
-    for part in relpath.split("/"):
-        path = path / part
-        if path.is_symlink():
-            raise CorruptCheckpoint(f"{relpath} is a symbolic link; checkpoints never follow links")
-    if path.exists() and not path.is_file():
-        raise CorruptCheckpoint(f"{relpath} is not a regular file")
 
 
 def _relpaths(root: Path) -> list[str]:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from ...config import MANIFEST_NAME
-from ...errors import CheckpointGone, CheckpointNotFound, CorruptCheckpoint, StorageError
-from ...storage.local import storage_error
+from ...errors import CheckpointGone, CheckpointNotFound, CorruptCheckpoint
+from ...storage.fsio import storage_error
 from ..format import checksum
 from ..format.manifest import FileEntry, Manifest
 
