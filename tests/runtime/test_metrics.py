@@ -4,10 +4,10 @@ failures, progress is written promptly (and throttled), and flush() waits for th
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pytest
+from waiting import wait_until as wait_for
 import torch
 
 from unbroken.errors import ConfigError, TrackingError
@@ -47,13 +47,6 @@ def writer(tracker, trial):
     w = MetricsWriter(tracker, trial.id, None, flush_seconds=HOUR)
     yield w
     w.close()
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the condition"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("steps, metrics, match", [

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import pytest
+from waiting import wait_until
 
 from unbroken.tracking import Tracker
 
@@ -25,13 +25,6 @@ def tracker(db_path):
 @pytest.fixture
 def wait_for() -> Callable[..., None]:
     """``wait_for(condition, timeout=30, what=...)``: poll until ``condition()`` holds, else fail."""
-    return _wait_for
+    return wait_until
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
-    """Poll ``condition`` until it holds (fails the test after ``timeout`` seconds)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)

@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import warnings
 
+from pathlib import Path
+
 import pytest
 
 from unbroken.errors import NotFound, TrackingError, UnbrokenWarning
@@ -157,15 +159,29 @@ def test_open_readonly_on_a_read_only_file_system(readonly_mount):
             reader.create_trial("exp")
 
 
-def test_open_readonly_in_a_0555_home(db_path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file modes (test_open_readonly_on_a_read_only_file_system covers it)")
-    with Tracker(db_path) as tracker:
-        tracker.create_trial("exp")
-    db_path.chmod(0o444)
-    db_path.parent.chmod(0o555)
+def test_open_readonly_in_a_0555_home(tmp_path_factory):
+    """As a user who cannot write the home (root ignores modes, so root runs the reader as nobody)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="unbroken-ro-"))  # outside pytest's 0700 folder: nobody can reach it
+    db_path = home / "unbroken.db"
     try:
-        with Tracker.open_readonly(db_path) as reader:
-            assert [t.ref for t in reader.trials()] == ["exp/1"]
+        with Tracker(db_path) as tracker:
+            tracker.create_trial("exp")
+        db_path.chmod(0o444)
+        home.chmod(0o555)
+        code = ("from unbroken.tracking import Tracker\n"
+                f"with Tracker.open_readonly({str(db_path)!r}) as r: print([t.ref for t in r.trials()])\n")
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        if as_nobody and shutil.which("setpriv") is None:
+            pytest.fail("running as root needs setpriv (util-linux) to test as an unprivileged user")
+        out = subprocess.run([*as_nobody, sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "['exp/1']"
+        assert sorted(p.name for p in home.iterdir()) == ["unbroken.db"]  # nothing could be created
     finally:
-        db_path.parent.chmod(0o755)
+        home.chmod(0o755)
+        shutil.rmtree(home, ignore_errors=True)

@@ -27,6 +27,7 @@ from typing import Iterator
 
 from .._proc import ProcessIdentity
 from ..errors import StorageError, TrialBusy
+from .fsio import storage_error
 
 #: How often a waiting acquirer retries.
 _POLL_SECONDS = 0.05
@@ -168,7 +169,7 @@ def _open_lock_file(path: Path) -> int:
         return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
                        0o644)
     except OSError as exc:
-        raise StorageError(exc.errno, f"cannot open lock file {path}: {exc.strerror or exc}") from exc
+        raise storage_error("open lock file", path, exc) from exc
 
 
 def _try_flock(fd: int, kind: int) -> bool:
