@@ -11,6 +11,12 @@ their formats; nothing else reads or writes them by name::
     UNBROKEN_ATTEMPT_ID      the id of the attempt row the supervisor created (>= 1)
     UNBROKEN_PREEMPT_SIGNAL  the extra signal that asks for a save-and-stop (e.g. USR2)
     UNBROKEN_DEADLINE        Unix time by which the process must have saved and stopped
+    UNBROKEN_STORAGE         where the trial's checkpoints live (a folder or a URL such as s3://b/p)
+    UNBROKEN_DB              the tracking index (a PostgreSQL URL; default: SQLite in the home)
+
+The last two are also read by unbroken.init() outside a supervisor (they are user settings too);
+a supervisor always passes the values it resolved, so parent and child agree. ``UNBROKEN_CACHE``
+(where remote checkpoints are downloaded) is a user setting only.
 
 A process is *supervised* when both the trial and the attempt id are set: the supervisor then
 owns the attempt row (it ends it) and holds the trial's writer lease.
@@ -32,9 +38,13 @@ ENV_TRIAL = "UNBROKEN_TRIAL"
 ENV_ATTEMPT = "UNBROKEN_ATTEMPT_ID"
 ENV_PREEMPT_SIGNAL = "UNBROKEN_PREEMPT_SIGNAL"
 ENV_DEADLINE = "UNBROKEN_DEADLINE"
+ENV_STORAGE = "UNBROKEN_STORAGE"
+ENV_DB = "UNBROKEN_DB"
+ENV_CACHE = "UNBROKEN_CACHE"
 
 #: Every variable of the protocol, in the order of the fields of LaunchEnv.
-PROTOCOL_VARIABLES = (ENV_HOME, ENV_EXPERIMENT, ENV_TRIAL, ENV_ATTEMPT, ENV_PREEMPT_SIGNAL, ENV_DEADLINE)
+PROTOCOL_VARIABLES = (ENV_HOME, ENV_EXPERIMENT, ENV_TRIAL, ENV_ATTEMPT, ENV_PREEMPT_SIGNAL, ENV_DEADLINE, ENV_STORAGE,
+                      ENV_DB)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +57,8 @@ class LaunchEnv:
     attempt_id: int | None = None
     preempt_signal: str | None = None
     deadline: float | None = None  # Unix time
+    storage: str | None = None  # the trial's checkpoint location (folder or URL)
+    db: str | None = None  # the tracking index URL
 
     def __post_init__(self) -> None:
         for field, var in zip(dataclasses.fields(self), PROTOCOL_VARIABLES):
@@ -136,4 +148,6 @@ _DECODERS = {
     ENV_ATTEMPT: _positive_int(ENV_ATTEMPT),
     ENV_PREEMPT_SIGNAL: _signal,
     ENV_DEADLINE: _deadline,
+    ENV_STORAGE: str,
+    ENV_DB: str,
 }

@@ -39,6 +39,14 @@ class TrialPaths:
         """The checkpoint store's root (one folder per committed checkpoint)."""
         return self.root / "checkpoints"
 
+    def checkpoint_location(self, storage_root: str | None) -> str:
+        """The checkpoint folder of this trial under ``storage_root`` (a folder or a URL such as
+        ``s3://bucket/prefix``); None: :attr:`checkpoints` in the home."""
+        if storage_root is None:
+            return str(self.checkpoints)
+        relative = f"experiments/{self.experiment}/trial-{self.number}/checkpoints"
+        return f"{storage_root.rstrip('/')}/{relative}"
+
     @property
     def logs(self) -> Path:
         return self.root / "logs"
@@ -61,3 +69,21 @@ def experiment_dir(home: Path, experiment: str) -> Path:
 def slurm_dir(home: Path, experiment: str) -> Path:
     """Where `unbroken slurm submit --array` keeps scripts and logs of an experiment."""
     return experiment_dir(home, experiment) / "slurm"
+
+
+def trial_location(recorded: str | None, derived: str, *, explicit: bool, ref: str) -> str:
+    """Where an existing trial's checkpoints are: the location the index recorded for it
+    (``recorded``) or the one today's settings give (``derived``).
+
+    A trial recorded on an object store stays there (a rerun without ``storage=`` finds it);
+    a local one follows the home (a moved home keeps working). A storage given explicitly
+    (argument or ``$UNBROKEN_STORAGE``) that disagrees with a recorded URL is a ConfigError.
+    """
+    if not recorded or "://" not in recorded:
+        return derived
+    if explicit and recorded.rstrip("/") != derived.rstrip("/"):
+        from .errors import ConfigError  # noqa: PLC0415 - keep this module's imports minimal
+
+        raise ConfigError(f"trial {ref} keeps its checkpoints in {recorded}, not {derived}: pass that storage "
+                          "to resume it, or fresh=True (`--fresh`) to start a new trial there")
+    return recorded

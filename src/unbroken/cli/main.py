@@ -15,14 +15,42 @@ class _Group(click.Group):
         return quiet_on_broken_pipe(lambda: super(_Group, self).invoke(ctx))
 
 
+#: Where things are: (option, environment variable, help). Each is accepted by the group
+#: (`unbroken --storage URL ls`) and by every command (`unbroken ls --storage URL`).
+LOCATIONS = (
+    ("home", "UNBROKEN_HOME", "unbroken home folder: logs, and by default the index and checkpoints "
+                              "(default: $UNBROKEN_HOME or ~/.unbroken)."),
+    ("storage", "UNBROKEN_STORAGE", "where new trials keep checkpoints: a folder or a URL such as "
+                                    "s3://bucket/prefix (default: $UNBROKEN_STORAGE, else the home)."),
+    ("db", "UNBROKEN_DB", "the tracking index: a PostgreSQL URL or a SQLite file (default: $UNBROKEN_DB, "
+                          "else unbroken.db in the home)."),
+)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Store a location option in the root context's ``obj`` (a command's value wins over the group's)."""
+    root = ctx.find_root()
+    root.obj = root.obj or {}
+    if value is not None or param.name not in root.obj:
+        root.obj[param.name] = value
+
+
+def location_options(command: click.Command, *, envvar: bool) -> None:
+    """Add ``--home``, ``--storage`` and ``--db`` to ``command`` (read from the environment on the group)."""
+    for name, var, text in LOCATIONS:
+        command.params.append(click.Option([f"--{name}"], envvar=var if envvar else None, default=None,
+                                           expose_value=False, callback=_remember, is_eager=True, help=text))
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="unbroken")
-@click.option("--home", envvar="UNBROKEN_HOME", type=click.Path(file_okay=False), default=None,
-              help="unbroken home folder (default: $UNBROKEN_HOME or ~/.unbroken).")
 @click.pass_context
-def main(ctx: click.Context, home: str | None) -> None:
+def main(ctx: click.Context) -> None:
     """Fault-tolerant training: run, resume, inspect."""
-    ctx.obj = {"home": home}
+    ctx.ensure_object(dict)
+
+
+location_options(main, envvar=True)
 
 
 def _register() -> None:
@@ -30,6 +58,16 @@ def _register() -> None:
     inspect.register(main)
     run.register(main)
     slurm.register(main)
+    for command in _leaves(main):
+        location_options(command, envvar=False)
+
+
+def _leaves(group: click.Group):
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            yield from _leaves(command)
+        else:
+            yield command
 
 
 _register()

@@ -95,7 +95,8 @@ def run_command(ctx, name, fresh, trial, wait_for_trial, slurm, max_requeues, ma
         stop = stop | restart.max_total_failures(max_total_failures)
     environment = _environment(slurm, max_requeues)
     try:
-        config = RunConfig(command=list(command), name=name, home=ctx.obj.get("home"), fresh=fresh, trial=trial,
+        config = RunConfig(command=list(command), name=name, home=ctx.obj.get("home"), storage=ctx.obj.get("storage"),
+                           fresh=fresh, trial=trial,
                            stop=stop, wait=restart.exponential_backoff(backoff, max(backoff, backoff_max)),
                            grace=grace, preempt_signal=preempt_signal, time_limit=time_limit, margin=margin,
                            reset_after=reset_after, wait_for_trial=wait_for_trial)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..config import DB_FILENAME, check_name, resolve_home
+from ..checkpoint.store.trialstore import location_of
+from ..config import DB_FILENAME, check_name, resolve_home, resolve_storage_root
 from ..errors import UnbrokenError
 from ..launch.runconfig import derive_name
 from ..launch.slurm import (SubmitOptions, check_user_script, render_script, sbatch_flags_for_script, submit)
@@ -62,13 +63,14 @@ def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes,
             _submit_user_script(user_script, signal_, margin, dry_run)
             return
         name = check_name(name or derive_name(command or ["run"]))
-        number = None if array else _trial_number(home, name, command, create=not dry_run)
+        storage = resolve_storage_root(ctx.obj.get("storage"))
+        number = None if array else _trial_number(home, name, command, storage, create=not dry_run)
         logs = slurm_dir(home, name) if array else TrialPaths(home, name, number).logs
         opts = SubmitOptions(command=list(command), name=name, home=home, logs=logs, trial=number, time=time_,
                              partition=partition, gres=gres, cpus_per_task=cpus_per_task, mem=mem, nodes=nodes,
                              ntasks_per_node=ntasks_per_node, array=array, account=account, qos=qos,
                              sbatch_args=sbatch_args, signal=signal_, margin=margin, max_requeues=max_requeues,
-                             max_restarts=max_restarts)
+                             max_restarts=max_restarts, storage=storage, db=ctx.obj.get("db"))
         script = render_script(opts)
         if dry_run:
             click.echo(script, nl=False)
@@ -84,7 +86,7 @@ def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes,
     click.echo(f"  follow: unbroken logs {name}{'-<task>' if array else ''} -f   |   squeue -j {job_id}")
 
 
-def _trial_number(home: Path, name: str, command, create: bool) -> int:
+def _trial_number(home: Path, name: str, command, storage: str | None, create: bool) -> int:
     """The trial the job will resume: the newest of the experiment, or a new one (made if ``create``)."""
     if not create and not (home / DB_FILENAME).exists():
         return 1
@@ -93,7 +95,7 @@ def _trial_number(home: Path, name: str, command, create: bool) -> int:
         if not create:
             return tracker.trial(name).number
         return join_trial(tracker, name, command=shlex.join(command),
-                          storage_of=lambda n: TrialPaths(home, name, n).checkpoints).number
+                          storage_of=location_of(home, name, storage)).number
     except LookupError:
         return 1
     finally:

@@ -160,6 +160,8 @@ class SubmitOptions:
     home: Path
     logs: Path
     trial: int | None = None
+    storage: str | None = None  # resolved storage root (folder or URL); None: the home
+    db: str | None = None  # tracking index URL; None: SQLite in the home
     time: str | None = None
     partition: str | None = None
     gres: str | None = None
@@ -215,6 +217,8 @@ def render_script(opts: SubmitOptions) -> str:
         "# On the signal above (or near the time limit) the training saves, then the job requeues",
         "# itself and resumes in the next allocation. Resubmitting this file is safe: it resumes too.",
         f"export UNBROKEN_HOME={shlex.quote(str(opts.home))}",
+        *(f"export {var}={shlex.quote(value)}" for var, value in
+          (("UNBROKEN_STORAGE", opts.storage), ("UNBROKEN_DB", opts.db)) if value),
         "exec " + " ".join(run) + " -- " + shlex.join(opts.command),
         "",
     ]

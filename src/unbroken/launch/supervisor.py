@@ -27,12 +27,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import CheckpointStore
-from ..config import check_name, resolve_home
+from ..checkpoint.store.trialstore import location_of, trial_store
+from ..config import check_name, resolve_home, resolve_storage_root
 from ..envvars import LaunchEnv
 from ..errors import LaunchError
 from ..paths import TrialPaths
-from ..storage import LocalStorage
 from ..storage.locks import WriterLease
 from ..tracking import Tracker
 from ..tracking.trials import join_trial
@@ -69,11 +68,12 @@ class Supervisor:
         self.home = resolve_home(config.home)
         self.name = check_name(config.name or derive_name(config.command))
         self.tracker = Tracker.in_home(self.home)
+        self.storage_root = resolve_storage_root(config.storage)
         self.trial = join_trial(self.tracker, self.name, fresh=config.fresh, number=config.trial,
                                 command=shlex.join(config.command),
-                                storage_of=lambda n: TrialPaths(self.home, self.name, n).checkpoints)
+                                storage_of=location_of(self.home, self.name, self.storage_root))
         self.paths = TrialPaths(self.home, self.name, self.trial.number)
-        self.store = CheckpointStore(LocalStorage(self.paths.checkpoints))
+        self.store = trial_store(self.home, self.trial, self.storage_root)
         self.policies = Policies(config.stop, config.wait, config.margin, self.env.max_requeues)
         self.history: list[Outcome] = []
         self.lease = WriterLease(self.paths.writer_lock, f"trial {self.trial.ref}")
@@ -234,7 +234,7 @@ class Supervisor:
     def _launch_env(self, attempt_id: int) -> LaunchEnv:
         deadline = self._deadline()
         return LaunchEnv(home=self.home, experiment=self.name, trial=self.trial.number, attempt_id=attempt_id,
-                         preempt_signal=self.config.preempt_signal,
+                         preempt_signal=self.config.preempt_signal, storage=self.storage_root,
                          deadline=None if deadline is None else deadline - self.config.margin)
 
     def _deadline(self) -> float | None:

@@ -9,12 +9,12 @@ import sys
 from typing import Any
 
 from .._proc import ProcessIdentity
-from ..checkpoint import CheckpointStore, RetentionPolicy, keep_latest
-from ..config import DB_FILENAME, check_name, resolve_home
+from ..checkpoint import RetentionPolicy, keep_latest
+from ..checkpoint.store.trialstore import location_of, trial_store
+from ..config import DB_FILENAME, check_name, resolve_home, resolve_storage_root
 from ..envvars import LaunchEnv
 from ..errors import ConfigError
 from ..paths import TrialPaths
-from ..storage import LocalStorage
 from ..storage.locks import WriterLease
 from ..tracking import Tracker, join_trial
 from .checkpointing import CheckpointContext
@@ -35,7 +35,8 @@ DEFAULT_RETENTION = keep_latest(3)
 def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home: str | os.PathLike | None = None,
          fresh: bool = False, save: SavePolicy | None = None, keep: RetentionPolicy | None = None,
          preempt_signals: list[str | int] | None = None, deadline: float | None = None,
-         exit_on_preempt: bool = True, wait_for_trial: float | None = 0) -> Run:
+         exit_on_preempt: bool = True, wait_for_trial: float | None = 0,
+         storage: str | os.PathLike | None = None) -> Run:
     """Join (or create) the trial of experiment ``name`` and record this process as an attempt.
 
     * ``name``: the experiment. Rerunning with the same name resumes its newest trial;
@@ -44,6 +45,9 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
     * ``hparams``: JSON-able hyperparameters, fixed per trial (a rerun with other values is an
       error unless ``fresh=True``). ``run.hparams`` gives them back.
     * ``home``: where checkpoints and the index live (default ``$UNBROKEN_HOME`` or ~/.unbroken).
+    * ``storage``: where new trials keep their checkpoints instead: a folder or an object-store
+      URL such as ``s3://bucket/prefix`` (default ``$UNBROKEN_STORAGE``, else the home). A
+      trial keeps the storage it was created with; a rerun finds it there.
     * ``save``: when ``run.steps()`` checkpoints (default every 10 minutes); ``keep``: retention
       (default the latest 3).
     * ``preempt_signals``: signals that request a stop (default TERM, INT and the supervisor's
@@ -59,21 +63,24 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
     launch = LaunchEnv.from_env()
     home_path = launch.home if launch.supervised and launch.home else resolve_home(home)
     experiment = _experiment_name(name, launch)
+    storage_root = launch.storage if launch.supervised else resolve_storage_root(storage)
     tracker = Tracker.open_or_rebuild(home_path / DB_FILENAME)
     with _closing_on_error(tracker.close):
         trial = join_trial(tracker, experiment, hparams=hparams, fresh=fresh and not launch.supervised,
                            number=launch.trial if launch.supervised else None,
-                           storage_of=lambda n: TrialPaths(home_path, experiment, n).checkpoints)
+                           storage_of=location_of(home_path, experiment, storage_root))
         paths = TrialPaths(home_path, experiment, trial.number)
         lease = WriterLease(paths.writer_lock, f"trial {trial.ref}")
         if not launch.supervised:
             lease.acquire(wait=wait_for_trial)
         with _closing_on_error(lease.release):
-            return _compose(tracker, trial, paths, launch, lease, save, keep, preempt_signals, deadline,
+            store = trial_store(home_path, trial, storage_root)
+            return _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_signals, deadline,
                             exit_on_preempt)
 
 
-def _compose(tracker, trial, paths, launch, lease, save, keep, preempt_signals, deadline, exit_on_preempt) -> Run:
+def _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_signals, deadline,
+             exit_on_preempt) -> Run:
     me = ProcessIdentity.current()
     if launch.supervised:
         attempt = tracker.attempt(launch.attempt_id)
@@ -81,7 +88,6 @@ def _compose(tracker, trial, paths, launch, lease, save, keep, preempt_signals, 
     else:
         tracker.close_lost_attempts(trial.id)
         attempt = tracker.start_attempt(trial.id, pid=me.pid, pid_start=me.start_time)
-    store = CheckpointStore(LocalStorage(paths.checkpoints), trial={"experiment": trial.experiment, "trial": trial.number})
     store.clean_stale()
     info = RunInfo(trial.experiment, trial.number, trial.id, attempt.id, attempt.number, trial.hparams,
                    paths.home, paths.root, launch.supervised)

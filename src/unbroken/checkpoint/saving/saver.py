@@ -17,6 +17,7 @@ earlier checkpoints are untouched (the store commits atomically).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable
 
@@ -59,13 +60,18 @@ class Saver:
         tree, tensors, used_pickle = statefile.capture(state)
         handle = SaveHandle(uuid or manifest_mod.new_uuid(), steps_completed)
         handle.started, handle.wait_s = t0, waited
-        if wait:
+        if wait and self._writes_locally:
             pending = self.store.begin(steps_completed, metadata, uuid=handle.uuid)
             handle.manifest = self._persist(handle, pending, lambda path: statefile.write(path, tree, tensors, used_pickle))
             handle.stall_s = time.monotonic() - t0
             handle._finish(manifest=handle.manifest)
             return handle
         snapshot = self._snapshots.take(tree, tensors, used_pickle)
+        if wait:  # an object store: the snapshot goes up from the caller's thread
+            handle.manifest = self._persist_snapshot(handle, snapshot, metadata)
+            handle.stall_s = time.monotonic() - t0
+            handle._finish(manifest=handle.manifest)
+            return handle
         handle.nbytes = snapshot.nbytes
         handle.stall_s = time.monotonic() - t0
         self._writer.start(handle, lambda: self._persist_snapshot(handle, snapshot, metadata))
@@ -108,9 +114,17 @@ class Saver:
         self._snapshots.release()
 
     # -- persisting ----------------------------------------------------------------------------
+    @property
+    def _writes_locally(self) -> bool:
+        """True when checkpoint files are written into a local folder (else uploaded as they are made)."""
+        return self.store.storage.local_dir("probe") is not None
+
     def _persist_snapshot(self, handle: SaveHandle, snapshot: Snapshot, metadata: dict) -> Manifest:
         pending = self.store.begin(handle.steps_completed, metadata, uuid=handle.uuid)
-        return self._persist(handle, pending, lambda path: statefile.write_snapshot(path, snapshot))
+        if self._writes_locally:
+            return self._persist(handle, pending, lambda path: statefile.write_snapshot(path, snapshot))
+        put = functools.partial(self.store.storage.commit.put_staged, pending.path)
+        return self._persist(handle, pending, lambda path: statefile.upload_snapshot(put, snapshot))
 
     def _persist(self, handle: SaveHandle, pending: PendingCheckpoint,
                  write: Callable[[Any], statefile.Written]) -> Manifest:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -83,6 +83,26 @@ def write_snapshot(directory: Path, snapshot: Snapshot) -> Written:
         {
             TENSORS_FILE: FileEntry(TENSORS_FILE, snapshot.file_size, checksum.to_hex(tensor_crc)),
             STATE_JSON: FileEntry(STATE_JSON, len(snapshot.json_bytes), json_crc),
+        },
+        snapshot.needs_pickle,
+    )
+
+
+def upload_snapshot(put: Callable[[str, Any], None], snapshot: Snapshot) -> Written:
+    """Send a snapshot's files straight to their final medium with ``put(relpath, bytes)`` (an
+    object store: no local copy); the tensor file's checksum is computed beside the upload.
+
+    ``put`` must make each file durable before it returns (see ``CommitProtocol.put_staged``).
+    """
+    image = snapshot.image.array[:snapshot.file_size]
+    crc = writer.checksum_beside(image)
+    put(TENSORS_FILE, memoryview(image))
+    put(STATE_JSON, snapshot.json_bytes)
+    return Written(
+        {
+            TENSORS_FILE: FileEntry(TENSORS_FILE, snapshot.file_size, checksum.to_hex(crc.result())),
+            STATE_JSON: FileEntry(STATE_JSON, len(snapshot.json_bytes),
+                                  checksum.to_hex(checksum.update(0, snapshot.json_bytes))),
         },
         snapshot.needs_pickle,
     )
