@@ -58,6 +58,7 @@ def _register() -> None:
     inspect.register(main)
     run.register(main)
     slurm.register(main)
+    __import__("unbroken.cli.ui", fromlist=["register"]).register(main)
     for command in _leaves(main):
         location_options(command, envvar=False)
 
