@@ -1,8 +1,9 @@
-"""Shared fixtures: an isolated unbroken home."""
+"""Shared fixtures: an isolated unbroken home, and a real PostgreSQL (a fresh database per test)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -16,3 +17,21 @@ def home(tmp_path, monkeypatch) -> Path:
                 "UNBROKEN_PREEMPT_SIGNAL"):
         monkeypatch.delenv(var, raising=False)
     return h
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """The PostgreSQL cluster of the session, started by scripts/pg-up.sh (skips loudly without
+    root; fails under $CI). Left running afterwards: scripts/pg-down.sh with
+    UNBROKEN_PG_DIR=/tmp/unbroken-pg-tests stops it."""
+    from pgcluster import SESSION_DIR, SESSION_PORT, start_cluster
+
+    return start_cluster(SESSION_DIR, SESSION_PORT)
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    url = pg_cluster.create_database()
+    yield url
+    pg_cluster.drop_database(url)

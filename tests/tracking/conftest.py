@@ -1,4 +1,9 @@
-"""Fixtures of the tracking tests: an index in a fresh home, and waiting on a condition."""
+"""Fixtures of the tracking tests: an index on each backend (SQLite file, PostgreSQL database),
+and waiting on a condition.
+
+``tracker`` and ``db_url`` are parametrized over both backends; a test of SQLite files only
+narrows it with ``@pytest.mark.parametrize("backend", ["sqlite"])``.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,44 @@ from waiting import wait_until
 
 from unbroken.tracking import Tracker
 
+BACKENDS = ["sqlite", "postgresql"]
+
 
 @pytest.fixture
 def db_path(tmp_path):
     return tmp_path / "home" / "unbroken.db"
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def tracker(db_path):
-    t = Tracker(db_path)
+def db_url(request, backend, db_path) -> str:
+    """Where the test's index lives: a SQLite path, or the URL of a fresh PostgreSQL database."""
+    return str(db_path) if backend == "sqlite" else request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def tracker(db_url):
+    t = Tracker(db_url)
     yield t
     t.close()
+
+
+@pytest.fixture
+def in_transaction() -> Callable[[Tracker], bool]:
+    """``in_transaction(tracker)``: whether the tracker left a transaction or connection open."""
+    def check(tracker: Tracker) -> bool:
+        if tracker._conn is not None and tracker._conn.in_transaction:
+            return True
+        checked_out = getattr(tracker._backend.engine.pool, "checkedout", None)  # StaticPool (SQLite) has none
+        return checked_out is not None and checked_out() > 0
+    return check
 
 
 @pytest.fixture
 def wait_for() -> Callable[..., None]:
     """``wait_for(condition, timeout=30, what=...)``: poll until ``condition()`` holds, else fail."""
     return wait_until
-
-

@@ -9,30 +9,41 @@ import socket
 import sqlite3
 
 import pytest
+import sqlalchemy
 from oshelpers import dead_pid, live_process
 
 from unbroken.errors import ConfigError, NotFound, TrackingError, TrialNotFound
 from unbroken.tracking import Tracker
 from unbroken.tracking.schema import MIGRATIONS, SCHEMA_VERSION
 
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
+
 
 # -- schema -----------------------------------------------------------------------------------
 
-def test_new_database_is_migrated_to_the_latest_version(tracker, db_path):
+def test_new_database_is_migrated_to_the_latest_version(tracker):
+    assert tracker.schema_version() == SCHEMA_VERSION
+    tables = set(tracker._read(lambda conn: sqlalchemy.inspect(conn).get_table_names()))
+    assert {"experiments", "trials", "attempts", "checkpoints", "metrics", "alembic_version"} <= tables
+
+
+@sqlite_only
+def test_a_new_sqlite_database_is_in_wal_mode_and_keeps_user_version(tracker, db_path):
     assert tracker.schema_version() == len(MIGRATIONS) == SCHEMA_VERSION
     with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # what 0.1 reads
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {"experiments", "trials", "attempts", "checkpoints", "metrics"} <= tables
 
 
-def test_reopening_is_idempotent_and_keeps_data(db_path):
-    first = Tracker(db_path)
+def test_reopening_is_idempotent_and_keeps_data(db_url):
+    first = Tracker(db_url)
     trial = first.create_trial("exp", hparams={"lr": 0.1})
     first.close()
     for _ in range(2):
-        again = Tracker(db_path)
-        assert again.schema_version() == len(MIGRATIONS)
+        again = Tracker(db_url)
+        assert again.schema_version() == SCHEMA_VERSION
         assert again.trial("exp", 1) == trial
         assert len(again.experiments()) == 1
         again.close()
@@ -67,7 +78,7 @@ def test_in_home_uses_the_default_file_name(tmp_path):
     t.close()
 
 
-def test_a_newer_schema_is_refused(db_path):
+def test_a_newer_sqlite_schema_is_refused(db_path):
     Tracker(db_path).close()
     with sqlite3.connect(db_path) as conn:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
@@ -262,6 +273,20 @@ def test_metrics(tracker):
     assert tracker.metrics(other.id) == [] and tracker.latest_metrics(other.id) == {}
 
 
+def test_times_keep_their_fraction_and_counts_their_64_bits(tracker):
+    # A 4-byte REAL (PostgreSQL's REAL) would round a Unix time to about 2 minutes.
+    t = tracker.create_trial("exp")
+    a = tracker.start_attempt(t.id, pid=1, pid_start=1795000000.123)
+    tracker.add_metrics(t.id, a.id, [("training", 2**63 - 1, "loss", 1795000000.123, 1795000000.123)])
+    tracker.record_checkpoint(t.id, "u1", 2**63 - 1, created_at=1795000000.123, size_bytes=2**63 - 1, metadata={})
+    (point,) = tracker.metrics(t.id)
+    assert (point.time, point.value, point.steps_completed) == (1795000000.123, 1795000000.123, 2**63 - 1)
+    assert tracker.attempt(a.id).pid_start == 1795000000.123
+    record = tracker.checkpoint("u1")
+    assert (record.created_at, record.size_bytes) == (1795000000.123, 2**63 - 1)
+    assert tracker.trial_by_id(t.id).steps_completed == 2**63 - 1
+
+
 def test_metrics_of_a_missing_trial_are_refused(tracker):
     with pytest.raises(TrackingError):
         tracker.add_metrics(999, None, [("training", 1, "loss", 1.0, 1.0)])
@@ -269,16 +294,16 @@ def test_metrics_of_a_missing_trial_are_refused(tracker):
 
 # -- several processes at once ----------------------------------------------------------------
 
-def _add_points(path: str, trial_id: int, tag: str, n: int, start) -> None:
-    tracker = Tracker(path)
+def _add_points(url: str, trial_id: int, tag: str, n: int, start) -> None:
+    tracker = Tracker(url)
     start.wait(30)
     for i in range(n):
         tracker.add_metrics(trial_id, None, [(tag, i, "x", float(i), float(i))])
     tracker.close()
 
 
-def _create_trials(path: str, n: int, errors, start) -> None:
-    tracker = Tracker(path)
+def _create_trials(url: str, n: int, errors, start) -> None:
+    tracker = Tracker(url)
     start.wait(30)
     for _ in range(n):
         try:
@@ -301,10 +326,10 @@ def _run_together(target, args_per_process) -> None:
     assert [p.exitcode for p in procs] == [0] * len(procs)
 
 
-def test_concurrent_metric_writers_lose_nothing(db_path):
-    tracker = Tracker(db_path)
+def test_concurrent_metric_writers_lose_nothing(db_url):
+    tracker = Tracker(db_url)
     trial = tracker.create_trial("exp")
-    _run_together(_add_points, [(str(db_path), trial.id, "p1", 500), (str(db_path), trial.id, "p2", 500)])
+    _run_together(_add_points, [(db_url, trial.id, "p1", 500), (db_url, trial.id, "p2", 500)])
     for tag in ("p1", "p2"):
         points = tracker.metrics(trial.id, group=tag)
         assert sorted(p.steps_completed for p in points) == list(range(500))
@@ -312,13 +337,14 @@ def test_concurrent_metric_writers_lose_nothing(db_path):
     tracker.close()
 
 
-def test_concurrent_trial_and_attempt_creation_gets_distinct_numbers(db_path):
+def test_concurrent_trial_and_attempt_creation_gets_distinct_numbers(db_url):
     # Regression: the next number was read outside the write transaction, so two processes
-    # could pick the same one and fail with "UNIQUE constraint failed".
-    tracker = Tracker(db_path)
+    # could pick the same one and fail with "UNIQUE constraint failed". On PostgreSQL the
+    # transaction alone is not enough (READ COMMITTED): the parent row is locked.
+    tracker = Tracker(db_url)
     tracker.create_trial("shared")
     errors = multiprocessing.get_context("spawn").Queue()
-    _run_together(_create_trials, [(str(db_path), 40, errors) for _ in range(4)])
+    _run_together(_create_trials, [(db_url, 40, errors) for _ in range(4)])
     found = []
     while not errors.empty():
         found.append(errors.get())

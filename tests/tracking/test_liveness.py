@@ -44,9 +44,9 @@ def test_start_attempt_records_the_process_start_time(tracker):
     assert (tracker.attempt(mine.id).pid, tracker.attempt(mine.id).pid_start) == (123, 5.0)
 
 
-def test_a_killed_child_that_is_still_a_zombie_is_lost(tracker, db_path, wait_for):
+def test_a_killed_child_that_is_still_a_zombie_is_lost(tracker, db_url, wait_for):
     t = tracker.create_trial("exp")
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(db_path)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, db_url], stdout=subprocess.PIPE, text=True)
     try:
         attempt_id = int(child.stdout.readline())
         assert attempt_state(tracker.attempt(attempt_id)) == "running"

@@ -4,12 +4,12 @@ trial's steps_completed is never advanced by corrupt rows nor lowered by recordi
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 
 import pytest
+import sqlalchemy
 
 from unbroken.errors import ConfigError, TrialNotFound
-from unbroken.tracking import ReconcileReport, reconcile_checkpoints
+from unbroken.tracking import ReconcileReport, Tracker, _engine, reconcile_checkpoints
 
 
 @dataclasses.dataclass
@@ -67,16 +67,29 @@ def test_reconcile_is_one_transaction_with_one_query(tracker):
     t = tracker.create_trial("exp")
     for i in range(200):
         _record(tracker, t.id, f"old-{i}", i)
-    statements = []
-    tracker._conn.set_trace_callback(statements.append)
-    reconcile_checkpoints(tracker, t.id, [Stored(f"new-{i}", i) for i in range(300)])
-    tracker._conn.set_trace_callback(None)
-    inside = statements[statements.index("BEGIN IMMEDIATE"):]
-    assert inside[-1] == "COMMIT" and inside.count("BEGIN IMMEDIATE") == 1
-    assert sum(s.startswith("SELECT") for s in inside) == 1
-    # executemany runs in C (one call per batch); the trace shows each row, but no Python round trip
-    # per row: the number of distinct statements is constant.
-    assert len({s.split("(")[0].split(" WHERE")[0] for s in inside}) <= 6
+    events = []
+    engine = tracker._backend.engine
+
+    def executed(conn, cursor, statement, parameters, context, executemany):
+        events.append(statement)
+
+    def begun(conn):  # reads begin (and roll back) too: mark the write transactions only
+        events.append("<begin>" if conn.get_execution_options().get(_engine.WRITE) else "<read>")
+
+    listeners = [("begin", begun), ("commit", lambda conn: events.append("<commit>")),
+                 ("before_cursor_execute", executed)]
+    for name, listener in listeners:
+        sqlalchemy.event.listen(engine, name, listener)
+    try:
+        reconcile_checkpoints(tracker, t.id, [Stored(f"new-{i}", i) for i in range(300)])
+    finally:
+        for name, listener in listeners:
+            sqlalchemy.event.remove(engine, name, listener)
+    inside = events[events.index("<begin>"):]
+    assert inside[-1] == "<commit>" and inside.count("<begin>") == 1 and "<read>" not in inside
+    assert sum(s.lstrip().startswith("SELECT") for s in inside) == 1
+    # Batched statements (executemany): no round trip per row, so a constant number of executions.
+    assert len(inside) <= 8
     assert len(tracker.checkpoints(t.id)) == 500
 
 
@@ -101,8 +114,8 @@ def test_steps_completed_never_goes_back_nor_follows_corrupt_rows(tracker):
     assert tracker.trial_by_id(t.id).steps_completed == 20
 
 
-def test_one_process_rebuilding_while_another_reads(tracker, db_path):
+def test_one_process_rebuilding_while_another_reads(tracker, db_url):
     t = tracker.create_trial("exp")
     reconcile_checkpoints(tracker, t.id, [Stored("u1", 1)])
-    with sqlite3.connect(db_path) as conn:  # another connection sees the committed result
-        assert conn.execute("SELECT state FROM checkpoints WHERE uuid = 'u1'").fetchone() == ("committed",)
+    with Tracker.open_readonly(db_url) as reader:  # another connection sees the committed result
+        assert reader.checkpoint("u1").state == "committed"

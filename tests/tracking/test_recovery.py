@@ -61,11 +61,12 @@ def test_corrupting_twice_keeps_both_copies(db_path):
     assert len([p for p in db_path.parent.iterdir() if ".corrupt-" in p.name and "-wal" not in p.name]) == 2
 
 
-def test_a_healthy_index_is_opened_as_it_is(db_path):
-    Tracker(db_path).create_trial("exp")
+def test_a_healthy_index_is_opened_as_it_is(db_url):
+    with Tracker(db_url) as writer:
+        writer.create_trial("exp")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with Tracker.open_or_rebuild(db_path) as tracker:
+        with Tracker.open_or_rebuild(db_url) as tracker:
             assert [t.ref for t in tracker.trials()] == ["exp/1"]
 
 
@@ -101,6 +102,25 @@ def test_open_readonly_reads_and_refuses_writes(db_path):
     assert writer.trial_by_id(trial.id).status == "running"
     reader.close()
     writer.close()
+
+
+def test_open_readonly_of_postgresql_reads_in_read_only_sessions(pg_url):
+    with Tracker(pg_url) as writer:
+        trial = writer.create_trial("exp")
+        with Tracker.open_readonly(pg_url) as reader:
+            assert reader.readonly and reader.trial("exp").id == trial.id
+            writer.start_attempt(trial.id)
+            assert len(reader.attempts(trial.id)) == 1
+            with pytest.raises(TrackingError, match="read-only"):
+                reader.update_trial(trial.id, status="completed")
+            with pytest.raises(TrackingError, match="read-only transaction"):  # the session itself
+                reader._query("UPDATE trials SET status = 'completed'")
+        assert writer.trial_by_id(trial.id).status == "running"
+
+
+def test_open_readonly_of_an_empty_postgresql_database_is_a_tracking_error(pg_url):
+    with pytest.raises(TrackingError, match="empty"):
+        Tracker.open_readonly(pg_url)
 
 
 def test_open_readonly_reads_an_older_schema_without_migrating_it(db_path):

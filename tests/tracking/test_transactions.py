@@ -9,6 +9,8 @@ import pytest
 from unbroken.errors import ConfigError, TrackingError
 from unbroken.tracking import check_steps
 
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
+
 
 def _fill_up(tracker) -> None:
     """Make the database 'full': no page may be added beyond those it has (per connection)."""
@@ -18,7 +20,7 @@ def _fill_up(tracker) -> None:
 
 # -- any exception leaves the connection usable -----------------------------------------------
 
-def test_a_metric_step_that_overflows_does_not_poison_later_writes(tracker):
+def test_a_metric_step_that_overflows_does_not_poison_later_writes(tracker, in_transaction):
     # Regression: OverflowError inside add_metrics left the connection in a transaction, so every
     # later write of the process failed ("cannot start a transaction within a transaction").
     t = tracker.create_trial("exp")
@@ -28,13 +30,13 @@ def test_a_metric_step_that_overflows_does_not_poison_later_writes(tracker):
     tracker.update_trial(t.id, status="completed")
     assert [(p.name, p.steps_completed) for p in tracker.metrics(t.id)] == [("loss", 1)]  # nothing of the bad batch
     assert tracker.trial_by_id(t.id).status == "completed"
-    assert not tracker._conn.in_transaction
+    assert not in_transaction(tracker)
 
 
 @pytest.mark.parametrize("error", [ZeroDivisionError("boom"), OverflowError("too big"), TypeError("bad type")])
 def test_any_exception_in_a_write_rolls_back_and_is_translated(tracker, error):
     def body(conn):
-        conn.execute("INSERT INTO experiments (name, created_at) VALUES ('half', 0)")
+        conn.exec_driver_sql("INSERT INTO experiments (name, created_at) VALUES ('half', 0)")
         raise error
 
     expected = ConfigError if isinstance(error, (OverflowError, TypeError)) else TrackingError
@@ -46,16 +48,17 @@ def test_any_exception_in_a_write_rolls_back_and_is_translated(tracker, error):
     assert [e.name for e in tracker.experiments()] == ["after"]
 
 
-def test_a_keyboard_interrupt_in_a_write_rolls_back_and_passes_unchanged(tracker):
+def test_a_keyboard_interrupt_in_a_write_rolls_back_and_passes_unchanged(tracker, in_transaction):
     def body(conn):
-        conn.execute("INSERT INTO experiments (name, created_at) VALUES ('half', 0)")
+        conn.exec_driver_sql("INSERT INTO experiments (name, created_at) VALUES ('half', 0)")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         tracker._write(body)
-    assert tracker.experiments() == [] and not tracker._conn.in_transaction
+    assert tracker.experiments() == [] and not in_transaction(tracker)
 
 
+@sqlite_only
 def test_a_full_disk_names_the_real_cause_and_close_still_works(tracker):
     # Regression: SQLite rolls back by itself on a full disk; the unconditional ROLLBACK then
     # raised "cannot rollback - no transaction is active", hiding "database or disk is full".
@@ -72,6 +75,7 @@ def test_a_full_disk_names_the_real_cause_and_close_still_works(tracker):
     tracker.close()  # twice: harmless
 
 
+@sqlite_only
 def test_close_never_raises_even_inside_a_transaction(tracker):
     tracker._conn.execute("BEGIN IMMEDIATE")
     tracker.close()

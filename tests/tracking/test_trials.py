@@ -102,18 +102,18 @@ def test_tracker_trial_raises_trial_not_found(tracker):
         assert isinstance(info.value, NotFound) and isinstance(info.value, LookupError)
 
 
-def _join_newest(path: str, results, start) -> None:
-    tracker = Tracker(path)
+def _join_newest(url: str, results, start) -> None:
+    tracker = Tracker(url)
     start.wait(30)
     results.put(join_trial(tracker, "race").number)
     tracker.close()
 
 
-def test_processes_joining_at_once_share_one_new_trial(db_path):
-    Tracker(db_path).close()
+def test_processes_joining_at_once_share_one_new_trial(db_url):
+    Tracker(db_url).close()
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_join_newest, args=(str(db_path), results, start)) for _ in range(4)]
+    procs = [ctx.Process(target=_join_newest, args=(db_url, results, start)) for _ in range(4)]
     for p in procs:
         p.start()
     start.set()
@@ -121,5 +121,5 @@ def test_processes_joining_at_once_share_one_new_trial(db_path):
         p.join(120)
     assert [p.exitcode for p in procs] == [0] * 4
     assert sorted(results.get(timeout=10) for _ in procs) == [1, 1, 1, 1]
-    with Tracker(db_path) as tracker:
+    with Tracker(db_url) as tracker:
         assert [t.number for t in tracker.trials("race")] == [1]

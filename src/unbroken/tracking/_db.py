@@ -1,5 +1,5 @@
-"""SQLite plumbing of the tracking index: opening connections, the one write-transaction helper,
-error translation, and moving a corrupt index aside.
+"""SQLite files of the tracking index: opening the connection, telling a corrupt file, and moving
+it aside (:mod:`._engine` puts the connection behind SQLAlchemy and owns transactions).
 
 Nothing here knows the schema. Callers hold their own lock around a connection; these functions
 run in the caller's thread and block only on SQLite (its busy timeout, 30 s) and the file system.
@@ -15,9 +15,9 @@ import sqlite3
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Iterator
 
-from ..errors import ConfigError, NotFound, TrackingError, UnbrokenError
+from ..errors import NotFound, TrackingError
 
 log = logging.getLogger("unbroken")
 
@@ -26,8 +26,6 @@ BUSY_TIMEOUT = 30.0
 #: SQLite primary result codes that mean "this file is not a (sound) database".
 _CORRUPTION_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 _CORRUPTION_TEXT = ("file is not a database", "database disk image is malformed")
-#: Python errors raised when a value cannot be bound (too big for INTEGER, wrong type).
-_VALUE_ERRORS = (OverflowError, TypeError, ValueError)
 
 
 def connect_writable(path: Path) -> sqlite3.Connection:
@@ -96,57 +94,9 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
         log.debug("unbroken: rollback of the tracking database failed: %s", exc)
 
 
-def write(conn: sqlite3.Connection, path: Path, body: Callable[[sqlite3.Connection], Any]) -> Any:
-    """Run ``body(conn)`` in one ``BEGIN IMMEDIATE`` transaction and commit; return its result.
-
-    On ANY exception the transaction is rolled back (if one is active) and the original cause is
-    raised as :func:`translate` says, so the connection is always usable afterwards. Blocks on
-    other processes' write locks (busy timeout). The caller holds the connection's lock.
-    """
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        out = body(conn)
-        conn.execute("COMMIT")
-        return out
-    except BaseException as exc:
-        rollback_quietly(conn)
-        _reraise(exc, path)
-
-
-def read(conn: sqlite3.Connection, path: Path, sql: str, args: Any = ()) -> list[tuple]:
-    """Run one query (autocommit, no transaction left open) and fetch all rows."""
-    try:
-        return conn.execute(sql, args).fetchall()
-    except Exception as exc:
-        rollback_quietly(conn)
-        _reraise(exc, path)
-
-
-def _reraise(exc: BaseException, path: Path) -> NoReturn:
-    error = translate(exc, path)
-    if error is exc:
-        raise exc
-    raise error from exc
-
-
-def translate(exc: BaseException, path: Path) -> BaseException:
-    """The error to raise for ``exc`` met while using the database at ``path``.
-
-    unbroken's own errors and non-``Exception`` (KeyboardInterrupt) pass unchanged; values that
-    cannot be stored become :class:`ConfigError`; everything else :class:`TrackingError` with
-    SQLite's message (e.g. "database or disk is full").
-    """
-    if isinstance(exc, UnbrokenError) or not isinstance(exc, Exception):
-        return exc
-    if isinstance(exc, _VALUE_ERRORS):
-        return ConfigError(f"tracking database {path}: a value cannot be stored: {exc}")
-    if isinstance(exc, sqlite3.Error):
-        return TrackingError(f"tracking database {path}: {exc}")
-    return TrackingError(f"tracking database {path}: {type(exc).__name__}: {exc}")
-
-
 def is_corruption(exc: BaseException | None) -> bool:
-    """True if ``exc`` (or what it was raised from) says the file is not a sound SQLite database."""
+    """True if ``exc`` (or what it was raised from, or SQLAlchemy's ``orig``) says the file is not a
+    sound SQLite database."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -155,7 +105,7 @@ def is_corruption(exc: BaseException | None) -> bool:
             if (code is not None and code & 0xFF in _CORRUPTION_CODES) or any(
                     text in str(exc) for text in _CORRUPTION_TEXT):
                 return True
-        exc = exc.__cause__
+        exc = getattr(exc, "orig", None) or exc.__cause__
     return False
 
 

@@ -9,12 +9,18 @@ one query and writes with batched statements: O(rows), no per-row round trips.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
-from typing import Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
+from ._lazy import lazy_module
 from .index import Tracker
-from .rows import CHECKPOINT_INSERT, checkpoint_row
+from .rows import checkpoint_row, upsert_checkpoints
+
+if TYPE_CHECKING:
+    import sqlalchemy
+
+sa = lazy_module("sqlalchemy")
+tables = lazy_module("unbroken.tracking.tables")
 
 
 class StoredCheckpoint(Protocol):
@@ -56,16 +62,19 @@ def reconcile_checkpoints(tracker: Tracker, trial_id: int, committed: Iterable[S
     stored = {c.uuid: checkpoint_row(trial_id, c.uuid, c.steps_completed, c.created_at, c.size, c.metadata,
                                      attempt_id, "committed", None) for c in committed}
 
-    def apply(conn: sqlite3.Connection) -> ReconcileReport:
-        states = dict(conn.execute("SELECT uuid, state FROM checkpoints WHERE trial_id = ?", (trial_id,)))
+    def apply(conn: "sqlalchemy.Connection") -> ReconcileReport:
+        c, t = tables.checkpoints, tables.trials
+        rows = conn.execute(sa.select(c.c.uuid, c.c.state).where(c.c.trial_id == trial_id))
+        states = {uuid: state for uuid, state in rows}
         insert = [row for uuid, row in stored.items() if states.get(uuid, "deleted") == "deleted"]
-        gone = [(uuid,) for uuid, state in states.items() if uuid not in stored and state != "deleted"]
-        conn.executemany(CHECKPOINT_INSERT, insert)
-        conn.executemany("UPDATE checkpoints SET state = 'deleted', message = 'gone from storage' WHERE uuid = ?",
-                         gone)
-        steps = max((row[3] for uuid, row in stored.items() if states.get(uuid) != "corrupt"), default=0)
-        conn.execute("UPDATE trials SET steps_completed = ?, updated_at = ? WHERE id = ?",
-                     (steps, time.time(), trial_id))
+        gone = [{"gone": uuid} for uuid, state in states.items() if uuid not in stored and state != "deleted"]
+        upsert_checkpoints(conn, insert)
+        if gone:
+            conn.execute(c.update().where(c.c.uuid == sa.bindparam("gone"))
+                         .values(state="deleted", message="gone from storage"), gone)
+        steps = max((row["steps_completed"] for uuid, row in stored.items() if states.get(uuid) != "corrupt"),
+                    default=0)
+        conn.execute(t.update().where(t.c.id == trial_id).values(steps_completed=steps, updated_at=time.time()))
         return ReconcileReport(len(insert), len(gone), len(stored) - len(insert), steps)
 
     return tracker._write(apply)

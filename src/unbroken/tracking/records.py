@@ -1,4 +1,5 @@
-"""The rows of the tracking index as frozen dataclasses, and their conversion from SQL rows."""
+"""The rows of the tracking index as frozen dataclasses, and their conversion from SQL rows
+(selected by :mod:`.tables`)."""
 
 from __future__ import annotations
 
@@ -89,14 +90,7 @@ class MetricPoint:
     attempt_id: int | None
 
 
-TRIAL_SELECT = (
-    "SELECT t.id, e.name, t.number, t.hparams, t.status, t.message, t.storage, t.command, "
-    "t.steps_completed, t.progress, t.created_at, t.updated_at FROM trials t "
-    "JOIN experiments e ON e.id = t.experiment_id"
-)
 ATTEMPT_COLUMNS = [f.name for f in dataclasses.fields(Attempt)]
-CHECKPOINT_SELECT = ("SELECT uuid, trial_id, attempt_id, steps_completed, created_at, size_bytes, state, "
-                     "message, metadata FROM checkpoints")
 
 
 def trial_of(row: tuple) -> Trial:

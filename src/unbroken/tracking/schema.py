@@ -1,10 +1,15 @@
-"""The tracking schema and its migrations.
+"""The SQLite DDL of the released schema versions, frozen: the baseline that migrations start from.
 
-``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1`` (``PRAGMA user_version``).
-Released migrations are never edited: a change to the schema is a new entry at the end.
+``MIGRATIONS[i]`` took a SQLite database from version ``i`` to ``i + 1`` (``PRAGMA user_version``)
+before the schema moved to alembic. Nothing runs it any more: it documents what an index made by
+those versions holds, and the tests build such indexes from it to prove that they migrate in
+place. Never edit it. The schema now lives in :mod:`unbroken.tracking.migrations` (the newest
+version is :data:`SCHEMA_VERSION`) and, for queries, :mod:`unbroken.tracking.tables`.
 """
 
 from __future__ import annotations
+
+from .migrations import SCHEMA_VERSION
 
 MIGRATIONS: list[str] = [
     # 0 -> 1: the first release.
@@ -82,4 +87,4 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-SCHEMA_VERSION = len(MIGRATIONS)
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]

@@ -9,16 +9,22 @@ trials for one intent nor pick the same number.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import check_name
 from ..errors import ConfigError, TrialNotFound
+from ._lazy import lazy_module
 from .index import Tracker
-from .rows import insert_trial, next_trial_number
 from .records import Trial, to_json
+from .rows import insert_trial, next_trial_number
 from .values import check_steps
+
+if TYPE_CHECKING:
+    import sqlalchemy
+
+sa = lazy_module("sqlalchemy")
+tables = lazy_module("unbroken.tracking.tables")
 
 
 def join_trial(tracker: Tracker, experiment: str, *, hparams: dict[str, Any] | None = None, fresh: bool = False,
@@ -44,13 +50,14 @@ def join_trial(tracker: Tracker, experiment: str, *, hparams: dict[str, Any] | N
     given = None if hparams is None else to_json(hparams, "hparams")
     exp = tracker.experiment(experiment, create=True)
 
-    def find_or_create(conn: sqlite3.Connection) -> int:
-        following = next_trial_number(conn, exp.id)
+    def find_or_create(conn: "sqlalchemy.Connection") -> int:
+        following = next_trial_number(conn, exp.id)  # locks the experiment: joiners take turns
         target = wanted or (following if fresh else max(following - 1, 1))
         if target == following:
             return insert_trial(conn, exp.id, target, given or "{}", storage_of, command)
-        row = conn.execute("SELECT id, hparams, command FROM trials WHERE experiment_id = ? AND number = ?",
-                           (exp.id, target)).fetchone()
+        t = tables.trials
+        row = conn.execute(sa.select(t.c.id, t.c.hparams, t.c.command)
+                           .where(t.c.experiment_id == exp.id, t.c.number == target)).first()
         if row is None:
             raise TrialNotFound(f"trial {experiment}/{target} does not exist (the next new one is "
                                 f"{experiment}/{following}); name an existing trial (see `unbroken ls`) or "
@@ -61,7 +68,7 @@ def join_trial(tracker: Tracker, experiment: str, *, hparams: dict[str, Any] | N
     return tracker.trial_by_id(tracker._write(find_or_create))
 
 
-def _adopt(conn: sqlite3.Connection, ref: str, row: tuple, given: str | None, command: str | None) -> None:
+def _adopt(conn: "sqlalchemy.Connection", ref: str, row: tuple, given: str | None, command: str | None) -> None:
     """Check ``given`` hparams against an existing trial's; store adopted hparams and a new command."""
     trial_id, stored, stored_command = row
     sets: dict[str, Any] = {}
@@ -74,9 +81,8 @@ def _adopt(conn: sqlite3.Connection, ref: str, row: tuple, given: str | None, co
     if command is not None and command != stored_command:
         sets["command"] = command
     if sets:
-        assignments = ", ".join(f"{k} = ?" for k in sets)
-        conn.execute(f"UPDATE trials SET {assignments}, updated_at = ? WHERE id = ?",
-                     (*sets.values(), time.time(), trial_id))
+        t = tables.trials
+        conn.execute(t.update().where(t.c.id == trial_id).values(**sets, updated_at=time.time()))
 
 
 def _check_number(number: Any) -> int:
