@@ -33,6 +33,7 @@ from waiting import wait_until
 from unbroken.cli.main import main
 from unbroken.server.app import create_app
 from unbroken.server.config import ServerConfig
+from unbroken.errors import TrackingError
 from unbroken.tracking import Tracker
 
 TRAINEE = Path(__file__).with_name("trainee.py")
@@ -100,22 +101,31 @@ def unbroken_run(home: Path, name: str, control: Path, *trainee_args: str) -> su
 
 
 def committed_steps(home: Path, name: str) -> set[int]:
-    if not (home / "unbroken.db").is_file():
+    """The steps of the committed checkpoints of trial ``name`` (none while its index is being created)."""
+    try:
+        with contextlib.closing(Tracker.open_readonly(home / "unbroken.db")) as tracker:
+            return {c.steps_completed for c in tracker.checkpoints(tracker.trial(name).id) if c.state == "committed"}
+    except TrackingError:  # no index yet, no schema yet, no such trial yet
         return set()
-    with contextlib.closing(Tracker.open_readonly(home / "unbroken.db")) as tracker:
-        try:
-            trial = tracker.trial(name)
-        except LookupError:
-            return set()
-        return {c.steps_completed for c in tracker.checkpoints(trial.id) if c.state == "committed"}
+
+
+def reported_step(home: Path, name: str) -> int:
+    """The step of the newest training/loss point of trial ``name`` in the index (0 when none)."""
+    try:
+        with contextlib.closing(Tracker.open_readonly(home / "unbroken.db")) as tracker:
+            return tracker.latest_metrics(tracker.trial(name).id).get("training", {}).get("loss", (0, None))[0]
+    except TrackingError:
+        return 0
 
 
 def kill_child_at(sup: subprocess.Popen, home: Path, name: str, control: Path, step: int, checkpoint: int) -> None:
-    """Wait until the child holds at ``step`` with ``checkpoint`` committed, then SIGKILL it."""
+    """Wait until the child holds at ``step`` with ``checkpoint`` committed and its points up to
+    ``step`` in the index (metrics are flushed every second), then SIGKILL it."""
     wait_until(lambda: (control / f"held-{step}").exists() or sup.poll() is not None, timeout=120,
                what=f"the child to reach step {step}")
     assert sup.poll() is None, sup.stderr.read()
     wait_until(lambda: checkpoint in committed_steps(home, name), timeout=60, what=f"checkpoint {checkpoint}")
+    wait_until(lambda: reported_step(home, name) >= step, timeout=60, what=f"the points up to step {step}")
     (child,) = psutil.Process(sup.pid).children()
     child.send_signal(signal.SIGKILL)
     child.wait(30)

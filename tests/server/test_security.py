@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
 
 import pytest
@@ -26,7 +27,8 @@ def asgi_get(app, path: str, client: str, headers: dict[str, str]) -> int:
     async def send(message):
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a thread of its own: Playwright may run a loop here
+        pool.submit(asyncio.run, app(scope, receive, send)).result()
     return next(m["status"] for m in sent if m["type"] == "http.response.start")
 
 
