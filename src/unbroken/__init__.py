@@ -17,7 +17,7 @@ from .checkpoint import State, keep_all, keep_best, keep_every, keep_latest
 from .config import EXIT_PREEMPTED
 from .errors import (
     BackgroundSaveError, CheckpointError, CheckpointGone, CheckpointNotFound, ConfigError, CorruptCheckpoint,
-    CorruptCheckpointWarning, LaunchError, NotFound, PickleNotAllowed, StateMismatch, StorageError,
+    CorruptCheckpointWarning, IndexWarning, LaunchError, NotFound, PickleNotAllowed, StateMismatch, StorageError,
     TensorFileError, TrackingError, TrialBusy, TrialNotFound, UnbrokenError, UnbrokenWarning, UnsafePathError,
     UnsupportedFormatVersion, UnsupportedValue,
 )
@@ -39,7 +39,7 @@ __all__ = [
     "EXIT_PREEMPTED", "ResumableLoader", "Run", "RunInfo", "State", "__version__",
     "every_seconds", "every_steps", "init", "keep_all", "keep_best", "keep_every", "keep_latest", "never",
     "BackgroundSaveError", "CheckpointError", "CheckpointGone", "CheckpointNotFound", "ConfigError",
-    "CorruptCheckpoint", "CorruptCheckpointWarning", "LaunchError", "NotFound", "PickleNotAllowed",
+    "CorruptCheckpoint", "CorruptCheckpointWarning", "IndexWarning", "LaunchError", "NotFound", "PickleNotAllowed",
     "StateMismatch", "StorageError", "TensorFileError", "TrackingError", "TrialBusy", "TrialNotFound",
     "UnbrokenError", "UnbrokenWarning", "UnsafePathError", "UnsupportedFormatVersion", "UnsupportedValue",
 ]

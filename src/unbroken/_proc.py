@@ -13,8 +13,9 @@ import socket
 
 import psutil
 
-#: Start times are compared with this tolerance (seconds): /proc gives them in clock ticks.
-_START_TOLERANCE = 0.05
+#: Start times are compared with this tolerance (seconds): they derive from the boot time in whole
+#: seconds, which moves when the wall clock is stepped; a pid is reused only after the pid space wraps.
+_START_TOLERANCE = 1.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -123,10 +123,10 @@ def _positive_int(var: str):
 
 
 def _signal(text: str) -> str:
-    from .launch.signals import stop_signal  # noqa: PLC0415 - keeps this module free of heavy imports
+    from .signals import parse_signal  # noqa: PLC0415 - signals imports errors only, but keep this module bare
 
     try:
-        return stop_signal(text).name
+        return parse_signal(text).name
     except ConfigError as exc:
         raise ConfigError(f"${ENV_PREEMPT_SIGNAL}: {exc}") from None
 

@@ -24,7 +24,8 @@ catch the whole family with one clause::
      └── LaunchError              the supervisor or a scheduler could not start or control a job
 
     UnbrokenWarning
-     └── CorruptCheckpointWarning  a checkpoint failed verification and was skipped
+     ├── CorruptCheckpointWarning  a checkpoint failed verification and was skipped
+     └── IndexWarning              the tracking index could not be written; the run goes on
 """
 
 from __future__ import annotations
@@ -118,3 +119,7 @@ class UnbrokenWarning(UserWarning):
 
 class CorruptCheckpointWarning(UnbrokenWarning):
     """A checkpoint failed verification and was skipped; the message names its uuid."""
+
+
+class IndexWarning(UnbrokenWarning):
+    """The tracking index could not be written; the run goes on (``unbroken reindex`` catches up)."""

@@ -66,6 +66,19 @@ def test_unstartable_program_is_a_launch_error(tmp_path):
         spawn(["no-such-program-xyz"], dict(os.environ), LogTee(tmp_path / "y.log"))
 
 
+def test_a_script_whose_interpreter_is_missing_is_a_launch_error_not_a_crash(tmp_path):
+    script = tmp_path / "bad.sh"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    with pytest.raises(LaunchError, match="cannot start .*bad.sh.*interpreter"):
+        spawn([str(script)], dict(os.environ), LogTee(tmp_path / "z.log"))
+    not_executable = tmp_path / "data.bin"
+    not_executable.write_bytes(b"\x00\x01 not a program")
+    not_executable.chmod(0o755)
+    with pytest.raises(LaunchError, match="cannot start"):
+        spawn([str(not_executable)], dict(os.environ), LogTee(tmp_path / "w.log"))
+
+
 PARENT = textwrap.dedent("""
     import os, sys, time
     from unbroken.launch.child import spawn

@@ -324,3 +324,17 @@ def test_stop_during_start_reaches_the_child_once(home):
         return update(attempt_id, **fields)
     sup.tracker.update_attempt = update_with_signal
     assert sup.run() == 75 and spawner.children[0].signals == [signal.SIGTERM]
+
+
+
+@pytest.mark.parametrize("plan, status", [(Plan(code=0), 0), (Plan(code=75), 75)])
+def test_a_full_index_never_changes_the_outcome_or_the_exit_status(home, plan, status):
+    from unbroken.errors import IndexWarning, TrackingError
+
+    def full(*args, **kwargs):
+        raise TrackingError("tracking database: database or disk is full")
+
+    sup, _, _ = supervise(home, [plan])
+    sup.tracker.end_attempt = sup.tracker.update_trial = sup.tracker.update_attempt = full  # full from the start
+    with pytest.warns(IndexWarning, match="database or disk is full"):
+        assert sup.run() == status

@@ -144,3 +144,15 @@ def _rewrite_steps(path, steps: int) -> None:
     body["manifest_crc32c"] = manifest_mod._body_crc(body)
     os.chmod(path, 0o644)
     path.write_bytes(json.dumps(body, indent=1, sort_keys=True).encode())
+
+
+def test_reading_back_what_this_attempt_wrote_is_no_resume_point(home):
+    with unbroken.init("own", home=home) as run:
+        uuid = store_files(run, 2)
+        with run.checkpoint.restore_path(uuid):
+            pass
+        run.checkpoint.download(uuid, home / "copy")
+        attempt_id = run.info.attempt_id
+    attempt = Tracker(home / "unbroken.db").attempt(attempt_id)
+    assert (attempt.restored_uuid, attempt.restored_steps) == (None, None)
+    assert (home / "copy" / "weights.bin").read_bytes() == bytes([2]) * 4096

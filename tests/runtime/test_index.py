@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import unbroken
-from unbroken.runtime.index import IndexWarning
+from unbroken import IndexWarning
 
 
 def _fill_the_index(run) -> None:

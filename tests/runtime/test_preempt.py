@@ -4,7 +4,8 @@ import signal
 import pytest
 
 from unbroken.errors import ConfigError
-from unbroken.runtime.preempt import PreemptContext, parse_signal
+from unbroken.runtime.preempt import PreemptContext
+from unbroken.signals import parse_signal
 
 
 def test_parse_signal():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -85,3 +86,25 @@ def test_a_read_lease_on_read_only_storage_is_a_no_op(tmp_path, monkeypatch):
     with ReadLeases(tmp_path).hold("ck"):
         ran.append(True)
     assert ran == [True]
+
+
+def test_a_forked_child_does_not_keep_the_writer_lease_of_its_killed_parent(tmp_path):
+    """DataLoader workers are forked: the lease must die with the holder, not with its last worker."""
+    path = tmp_path / ".writer.lock"
+    code = ("import os, sys, time; from unbroken.storage.locks import WriterLease\n"
+            f"WriterLease({str(path)!r}, 'trial').acquire()\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    time.sleep(120); os._exit(0)\n"
+            "print(pid, flush=True); sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        os.kill(worker, 0)  # the worker lives on
+        WriterLease(path, "trial").acquire().release()
+    finally:
+        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -14,6 +15,7 @@ from ..checkpoint import CheckpointStore
 from ..config import check_name
 from ..errors import CheckpointNotFound, NotFound
 from ..storage import LocalStorage
+from ..storage.locks import WriterLease
 from ..tracking import Tracker, Trial
 from . import _checks
 from . import _output as out
@@ -84,15 +86,37 @@ def rm_experiment(ctx: click.Context, name: str, yes: bool, as_json: bool) -> No
         tracker.experiment(name)  # raises NotFound with the usual message
     if not yes:
         click.confirm(_rm_question(name, trials or [], folder if on_disk else None), abort=True, err=True)
-    if trials is not None:
-        tracker.delete_experiment(name)
-    if on_disk:
-        folder.unlink() if folder.is_symlink() else shutil.rmtree(folder)
+    with _writing_every_trial(home, name):  # TrialBusy while any trial has a live writer
+        if on_disk and not folder.is_symlink():
+            _delete_checkpoints(home, name)  # CheckpointError while a reader holds one
+        if trials is not None:
+            tracker.delete_experiment(name)
+        if on_disk:
+            folder.unlink() if folder.is_symlink() else shutil.rmtree(folder)
     if as_json:
         out.emit_json({"experiment": name, "trials": len(trials or []), "folder": str(folder) if on_disk else None})
     else:
         where = f", folder {folder}" if on_disk else ""
         click.echo(f"deleted experiment {name}: {len(trials or [])} trial(s){where}")
+
+
+@contextlib.contextmanager
+def _writing_every_trial(home: Path, name: str):
+    """Hold the writer lease of every trial folder of experiment ``name`` for the block (no waiting)."""
+    with contextlib.ExitStack() as stack:
+        for paths in trials_on_disk(home):
+            if paths.experiment == name:
+                stack.enter_context(WriterLease(paths.writer_lock, f"trial {name}/{paths.number}").acquire())
+        yield
+
+
+def _delete_checkpoints(home: Path, name: str) -> None:
+    """Delete every checkpoint of the experiment's trials through their stores (read leases respected)."""
+    for paths in trials_on_disk(home):
+        if paths.experiment == name:
+            store = CheckpointStore(LocalStorage(paths.checkpoints))
+            for uuid in store.storage.names():
+                store.delete(uuid)
 
 
 def _trials_of(tracker: Tracker | None, name: str) -> list[Trial] | None:
@@ -210,11 +234,12 @@ def _gc_corrupt(site: _Site, tracker: Tracker | None, dry_run: bool) -> list[dic
             record_outcome(target, entry, why)  # a mark that no longer holds is cleared
         if why is None:
             continue
+        if not dry_run and not target.store.try_delete(entry.uuid):
+            click.echo(f"skipped {entry.uuid} of {site.ref}: it is being read (a restore holds it)", err=True)
+            continue
         doomed.append(_item(site, "corrupt", entry.uuid, why))
-        if not dry_run:
-            target.store.delete(entry.uuid)
-            if target.tracker is not None:
-                target.tracker.mark_checkpoint(entry.uuid, "deleted", why)
+        if not dry_run and target.tracker is not None:
+            target.tracker.mark_checkpoint(entry.uuid, "deleted", why)
     return doomed
 
 

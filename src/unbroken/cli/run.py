@@ -9,7 +9,7 @@ import click
 from ..errors import ConfigError, UnbrokenError
 from ..launch import restart
 from ..launch.durations import parse_duration
-from ..launch.signals import stop_signal
+from ..signals import parse_signal
 from ..launch.supervisor import RunConfig, Supervisor
 
 
@@ -42,7 +42,7 @@ class StopSignal(click.ParamType):
         if self.allow_none and str(value).lower() == "none":
             return None
         try:
-            return stop_signal(value).name[3:]
+            return parse_signal(value).name[3:]
         except ConfigError as exc:
             self.fail(str(exc), param, ctx)
 

@@ -39,10 +39,12 @@ for name in ("SIGPIPE", "SIGXFSZ"):  # Python ignores these; an exec'd command m
         signal.signal(getattr(signal, name), signal.SIG_DFL)
 if os.getppid() != int(sys.argv[1]):
     os._exit(137)  # the supervisor died before the signal was set: do not start an orphan
+report = int(sys.argv[2])
+os.set_inheritable(report, False)  # closed by a successful exec: the supervisor then reads EOF
 try:
-    os.execvp(sys.argv[2], sys.argv[2:])
+    os.execvp(sys.argv[3], sys.argv[3:])
 except OSError as exc:
-    sys.stderr.write(f"unbroken: cannot start {sys.argv[2]!r}: {exc.strerror or exc}\\n")
+    os.write(report, (exc.strerror or str(exc)).encode())
     os._exit(127)
 """
 
@@ -91,27 +93,48 @@ class PopenChild:
             pass
 
 
-def wrapped(argv: Sequence[str], supervisor_pid: int | None = None) -> list[str]:
-    """The argv that runs ``argv`` under the parent-death wrapper (unchanged where there is none)."""
+def wrapped(argv: Sequence[str], report_fd: int, supervisor_pid: int | None = None) -> list[str]:
+    """The argv that runs ``argv`` under the parent-death wrapper (unchanged where there is none);
+    an exec failure is written to ``report_fd``."""
     if not sys.platform.startswith("linux"):
         return list(argv)
-    return [sys.executable, "-I", "-c", _WRAPPER, str(supervisor_pid or os.getpid()), *argv]
+    return [sys.executable, "-I", "-c", _WRAPPER, str(supervisor_pid or os.getpid()), str(report_fd), *argv]
 
 
 def spawn(argv: Sequence[str], env: dict[str, str], tee: LogTee) -> Child:
     """Start ``argv`` (see the module docstring) and pump its stdout/stderr into ``tee``.
 
-    Raises :class:`~unbroken.errors.LaunchError` when the program cannot be started. Does not block.
+    Raises :class:`~unbroken.errors.LaunchError` when the program cannot be started (not found,
+    not executable, a missing interpreter): like ``subprocess``, the exec error comes back
+    through a close-on-exec pipe. Blocks only until the command is exec'd.
     """
     _check_startable(argv[0], env)
+    report_r, report_w = os.pipe()
     try:
-        popen = subprocess.Popen(wrapped(argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        popen = subprocess.Popen(wrapped(argv, report_w), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                                 pass_fds=(report_w,))
     except OSError as exc:
+        os.close(report_r)
         raise LaunchError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(report_w)
+    _raise_exec_failure(report_r, popen, argv[0])
     tee.pump(popen.stdout, 1)
     tee.pump(popen.stderr, 2)
     return PopenChild(popen)
+
+
+def _raise_exec_failure(report_r: int, popen: subprocess.Popen, program: str) -> None:
+    """Read the wrapper's report: EOF means the command was exec'd; bytes are the exec error."""
+    with os.fdopen(report_r, "rb") as report:
+        failure = report.read()
+    if failure:
+        popen.wait()
+        popen.stdout.close()
+        popen.stderr.close()
+        raise LaunchError(f"cannot start {program!r}: {failure.decode(errors='replace')} "
+                          "(is its interpreter installed? check the #! line of a script)")
 
 
 def _check_startable(program: str, env: dict[str, str]) -> None:

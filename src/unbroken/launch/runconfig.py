@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ..errors import ConfigError
 from .restart import StopPolicy, WaitPolicy, exponential_backoff, max_failures
-from .signals import stop_signal
+from ..signals import parse_signal
 
 
 @dataclasses.dataclass
@@ -49,7 +49,7 @@ class RunConfig:
             raise ConfigError(f"--time-limit ({self.time_limit:g} s) must be longer than the save margin "
                               f"({self.margin:g} s), or the job would stop before it starts")
         try:
-            self.preempt_signal = stop_signal(self.preempt_signal).name
+            self.preempt_signal = parse_signal(self.preempt_signal).name
         except ConfigError as exc:
             raise ConfigError(f"--preempt-signal: {exc}") from None
 

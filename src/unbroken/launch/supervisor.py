@@ -30,10 +30,11 @@ from typing import Callable
 from ..checkpoint.store.trialstore import location_of, trial_store
 from ..config import check_name, resolve_home, resolve_storage_root
 from ..envvars import LaunchEnv
-from ..errors import LaunchError
+from ..errors import LaunchError, TrackingError
 from ..paths import TrialPaths
 from ..storage.locks import WriterLease
 from ..tracking import Tracker
+from ..tracking.guarded import GuardedWrites
 from ..tracking.trials import join_trial
 from .child import Child, spawn
 from .clock import SYSTEM_CLOCK, Clock
@@ -76,6 +77,7 @@ class Supervisor:
         self.store = trial_store(self.home, self.trial, self.storage_root)
         self.policies = Policies(config.stop, config.wait, config.margin, self.env.max_requeues)
         self.history: list[Outcome] = []
+        self._index = GuardedWrites()  # index writes never decide an outcome
         self.lease = WriterLease(self.paths.writer_lock, f"trial {self.trial.ref}")
         self._stop_reason: str | None = None
         self._stop_signal = signal.Signals[config.preempt_signal]  # what a stop is passed on as
@@ -98,7 +100,7 @@ class Supervisor:
             self.lease.acquire(wait, sleep=self.clock.sleep, clock=self.clock.monotonic)
             previous = self._install_handlers()
             try:
-                self.tracker.close_lost_attempts(self.trial.id)
+                self._index("close lost attempts", self.tracker.close_lost_attempts, self.trial.id)
                 return self._loop()
             finally:
                 for sig, handler in previous.items():
@@ -115,7 +117,8 @@ class Supervisor:
                 return self._finish(decision)
             self._say(f"unbroken: {decision.message} [log: {self._log_path}]")
             if self._sleep_unless_stopped(decision.delay):
-                self.tracker.update_trial(self.trial.id, status="cancelled", message="stopped while waiting to restart")
+                self._index("update the trial", self.tracker.update_trial, self.trial.id, status="cancelled",
+                            message="stopped while waiting to restart")
                 self._say(f"unbroken: trial {self.trial.ref} stopped while waiting to restart [log: {self._log_path}]")
                 return EXIT_CANCELLED
 
@@ -123,9 +126,9 @@ class Supervisor:
         """Run one attempt; record its end (the supervisor alone ends it); return what comes next."""
         steps_before = self._newest_steps()
         # The row names this process until the child runs: if we die before, the attempt is lost.
-        attempt = self.tracker.start_attempt(self.trial.id, **self.env.attempt_fields())
+        attempt = self._start_attempt()
         self._log_path = self.paths.attempt_log(attempt.number)
-        self.tracker.update_attempt(attempt.id, log_path=str(self._log_path))
+        self._index("record the log", self.tracker.update_attempt, attempt.id, log_path=str(self._log_path))
         started = self.clock.monotonic()
         code = self._run_child(attempt.id, attempt.number)
         seconds = self.clock.monotonic() - started
@@ -134,9 +137,16 @@ class Supervisor:
                            interrupts=self._interrupts)
         self.history.append(outcome)
         decision = decide(outcome, self.history, self.policies, self._facts())
-        self.tracker.end_attempt(attempt.id, decision.end_reason, exit_code=outcome.exit_code, signal=outcome.signal,
-                                 message=describe(outcome))
+        self._index("end the attempt", self.tracker.end_attempt, attempt.id, decision.end_reason,
+                    exit_code=outcome.exit_code, signal=outcome.signal, message=describe(outcome))
         return decision
+
+    def _start_attempt(self):
+        """The attempt's row; the one index write the supervisor cannot do without (the child joins it)."""
+        try:
+            return self.tracker.start_attempt(self.trial.id, **self.env.attempt_fields())
+        except TrackingError as exc:
+            raise LaunchError(f"cannot record a new attempt of {self.trial.ref} in the tracking index: {exc}") from exc
 
     def _run_child(self, attempt_id: int, number: int) -> int:
         """Start the child, wait for it (forwarding stops, killing after the grace), return its status."""
@@ -152,7 +162,7 @@ class Supervisor:
             self._tee = None
             self._fail_to_start(attempt_id, exc)
             raise
-        self.tracker.update_attempt(attempt_id, pid=self._child.pid)  # with its start time (pid_start)
+        self._index("record the pid", self.tracker.update_attempt, attempt_id, pid=self._child.pid)  # + its start time
         if self._stop_reason is not None and self._kill_at is None:  # it arrived before there was a child
             self._forward(self._stop_signal)
         try:
@@ -173,13 +183,14 @@ class Supervisor:
                 self._kill_at = math.inf  # killed once; wait for it to be reaped
 
     def _fail_to_start(self, attempt_id: int, exc: LaunchError) -> None:
-        self.tracker.end_attempt(attempt_id, "crashed", message=str(exc))
-        self.tracker.update_trial(self.trial.id, status="failed", message=str(exc))
+        self._index("end the attempt", self.tracker.end_attempt, attempt_id, "crashed", message=str(exc))
+        self._index("update the trial", self.tracker.update_trial, self.trial.id, status="failed", message=str(exc))
 
     def _finish(self, decision: Decision) -> int:
         if decision.requeue:
             self.env.requeue(decision.message, self._say, self._wait_for_signal)
-        self.tracker.update_trial(self.trial.id, status=decision.trial_status, message=_trial_message(decision))
+        self._index("update the trial", self.tracker.update_trial, self.trial.id, status=decision.trial_status,
+                    message=_trial_message(decision))
         where = f" [log: {self._log_path}]" if self._log_path else ""
         if decision.end_reason in ("preempted", "timed_out"):
             self._say(f"unbroken: trial {self.trial.ref} stopped ({decision.message}); run the same command again "

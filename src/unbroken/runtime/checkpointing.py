@@ -47,6 +47,7 @@ class CheckpointContext:
         self._index = index
         self._label = label
         self._reported: set[str] = set()
+        self._ours: set[str] = set()  # committed by this process: never a resume point
         store.on_committed(self._after_commit)
 
     # -- Determined-style API ----------------------------------------------------------------
@@ -71,21 +72,27 @@ class CheckpointContext:
         """Yield the local directory of a checkpoint after verifying every file. Do not modify it.
 
         The checkpoint is leased for the block (see the module docstring). The first restore
-        of an attempt is recorded as its resume point.
+        of an attempt from a checkpoint it did not write itself is recorded as its resume point.
         """
         if checkpoint is None:
             raise CheckpointNotFound("no checkpoint to restore: latest_checkpoint is None on a fresh trial "
                                      "(guard with `if latest is not None:`)")
+        with self._reading(checkpoint, verify=verify) as (manifest, path):
+            self.record_restore(manifest)
+            yield path
+
+    @contextlib.contextmanager
+    def _reading(self, checkpoint: str, *, verify: bool) -> Iterator[tuple[Manifest, Path]]:
+        """Lease, verify (once per process) and give a local copy of ``checkpoint``."""
         with self.store.reading(checkpoint) as manifest:
             if verify:
                 self._verify(checkpoint)
-            self.record_restore(manifest)
             local = self.store.local_path(checkpoint)
             if local is not None:
-                yield local
+                yield manifest, local
                 return
             with tempfile.TemporaryDirectory(prefix="unbroken-restore-") as tmp:
-                yield self.store.storage.download(checkpoint, Path(tmp))
+                yield manifest, self.store.storage.download(checkpoint, Path(tmp))
 
     def upload(self, src: str | Path, metadata: dict[str, Any]) -> str:
         """Copy an existing directory into a new checkpoint; return its uuid."""
@@ -99,8 +106,7 @@ class CheckpointContext:
     def download(self, checkpoint: str, dest: str | Path) -> Path:
         """Verify a checkpoint and copy its files (and manifest) into ``dest``."""
         dest = Path(dest)
-        with self.restore_path(checkpoint) as path:
-            manifest = self.store.manifest(checkpoint)
+        with self._reading(checkpoint, verify=True) as (manifest, path):
             for rel in [*(f.path for f in manifest.files), MANIFEST_NAME]:
                 target = dest / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +159,10 @@ class CheckpointContext:
         self._report(uuid, reason)
 
     def record_restore(self, manifest: Manifest) -> None:
-        """Record (first time only) and say where this attempt resumes."""
+        """Record (first time only) and say where this attempt resumes; a checkpoint this attempt
+        wrote itself is no resume point."""
+        if manifest.uuid in self._ours:
+            return
         if self._index is None or self._index.record_restore(manifest.uuid, manifest.steps_completed):
             log.info("unbroken: %s resumed from checkpoint %s at step %d", self._label, manifest.uuid,
                      manifest.steps_completed)
@@ -167,6 +176,7 @@ class CheckpointContext:
         return deleted
 
     def _after_commit(self, manifest: Manifest) -> None:
+        self._ours.add(manifest.uuid)
         if self._index is not None:
             self._index.record_checkpoint(manifest)
         self.apply_retention(keep={manifest.uuid})

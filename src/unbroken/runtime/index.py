@@ -8,19 +8,10 @@ from any thread (the tracker serialises its connection).
 
 from __future__ import annotations
 
-import logging
-import warnings
-from typing import Any
-
 from ..checkpoint import Manifest
-from ..errors import ConfigError, TrackingError, UnbrokenWarning
+from ..errors import TrackingError
 from ..tracking import Tracker, reconcile_checkpoints, trial_status_for
-
-log = logging.getLogger("unbroken")
-
-
-class IndexWarning(UnbrokenWarning):
-    """The tracking index could not be written; the training goes on (see ``unbroken reindex``)."""
+from ..tracking.guarded import GuardedWrites
 
 
 class RunIndex:
@@ -30,7 +21,7 @@ class RunIndex:
         self.tracker = tracker
         self.trial_id, self.attempt_id = trial_id, attempt_id
         self.supervised = supervised
-        self.failures = 0
+        self._safe = GuardedWrites()
         self._restored = False
 
     def reconcile(self, committed: list[Manifest]) -> None:
@@ -78,14 +69,3 @@ class RunIndex:
             return True
         except (TrackingError, LookupError):
             return False
-
-    def _safe(self, what: str, method, *args: Any, **kwargs: Any) -> None:
-        try:
-            method(*args, **kwargs)
-        except (TrackingError, ConfigError) as exc:
-            self.failures += 1
-            if self.failures == 1:
-                text = (f"could not {what} in the tracking index: {exc}. Training goes on; run "
-                        "`unbroken reindex` later to catch the index up with the checkpoints")
-                warnings.warn(text, IndexWarning, stacklevel=3)
-            log.warning("unbroken: could not %s in the tracking index: %s", what, exc)

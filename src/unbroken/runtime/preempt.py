@@ -17,31 +17,10 @@ import threading
 import time
 from typing import Callable, Iterable
 
-from ..errors import ConfigError
+from ..signals import parse_signal
 
 DEFAULT_SIGNALS = ("SIGTERM", "SIGINT")
 DEFAULT_EXTRA_SIGNAL = "SIGUSR2"  # Slurm's --signal; USR1 is taken by NCCL
-#: Signals a process cannot catch: asking to be told about them is an error.
-UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
-
-
-def parse_signal(name: str | int | signal.Signals) -> signal.Signals:
-    """``"USR2"``, ``"SIGUSR2"``, ``12`` -> ``signal.SIGUSR2``; ConfigError if unknown or uncatchable."""
-    try:
-        if isinstance(name, signal.Signals):
-            sig = name
-        elif isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
-            sig = signal.Signals(int(name))
-        else:
-            upper = name.upper()
-            sig = signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper]
-    except (KeyError, ValueError, AttributeError):
-        raise ConfigError(f"unknown signal {name!r}; use a name like USR2 or TERM") from None
-    if sig in UNCATCHABLE:
-        raise ConfigError(f"signal {sig.name} cannot be caught, so it cannot ask for a save; use USR2, USR1 or TERM")
-    return sig
-
-
 class PreemptContext:
     """Knows whether the training should stop now: ``should_preempt()`` (``run.preempt``).
 

@@ -20,6 +20,7 @@ import datetime
 import errno
 import fcntl
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -28,6 +29,12 @@ from typing import Iterator
 from .._proc import ProcessIdentity
 from ..errors import StorageError, TrialBusy
 from .fsio import storage_error
+
+log = logging.getLogger("unbroken")
+
+#: Errors on which a reader goes on without a read lease (see ReadLeases.hold).
+_CANNOT_LEASE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EMFILE,
+                           errno.ENFILE})
 
 #: How often a waiting acquirer retries.
 _POLL_SECONDS = 0.05
@@ -38,7 +45,9 @@ class WriterLease:
 
     ``acquire(wait=0)`` raises :class:`~unbroken.errors.TrialBusy` at once when another open
     file holds it; ``wait=None`` waits without limit, ``wait=s`` up to ``s`` seconds. Release
-    with :meth:`release` (or by exiting, however abruptly). Not thread-safe; one per holder.
+    with :meth:`release` (or by exiting, however abruptly). Children made by ``fork()`` do not
+    keep it (their copy of the descriptor is closed at fork), so a SIGKILLed holder releases
+    the trial even while its DataLoader workers live on. Not thread-safe; one per holder.
     """
 
     def __init__(self, path: Path, what: str):
@@ -64,15 +73,25 @@ class WriterLease:
             os.close(fd)
             raise
         self._fd = fd
+        _HELD.add(self)
         return self
 
     def release(self) -> None:
         """Give the lease up (idempotent)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            _HELD.discard(self)
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
+
+    def _forget_in_forked_child(self) -> None:
+        """In a child made by fork() (DataLoader workers, multiprocessing): drop our copy of the fd, so
+        that the lease dies with its holder and not with the last of its forked children."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def holder(self) -> dict | None:
         """What the current holder wrote about itself (host, pid, start_time, since), or None."""
@@ -92,6 +111,18 @@ class WriterLease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+_HELD: set[WriterLease] = set()  # held leases (a held lease is never garbage: its fd is open)
+
+
+def _after_fork_in_child() -> None:
+    for lease in list(_HELD):
+        lease._forget_in_forked_child()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def read_holder(path: Path) -> dict | None:
@@ -125,14 +156,18 @@ class ReadLeases:
     def hold(self, name: str) -> Iterator[None]:
         """Hold a shared lease on ``name`` for the block. Waits while a deleter holds it.
 
-        Where no lease file can be made (read-only storage, a folder of another user) the block
-        runs without one: whoever cannot write there cannot delete there either.
+        Where no lease file can be made the block runs without one, with a warning: on
+        read-only storage or a folder of another user (whoever cannot write there cannot delete
+        there either), and on a full disk or file table (reading a good checkpoint must not fail
+        because of a lock file; a deleter elsewhere could then delete it meanwhile).
         """
         try:
             fd = _open_lock_file(self.dir / name)
         except StorageError as exc:
-            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            if exc.errno not in _CANNOT_LEASE:
                 raise
+            log.warning("unbroken: reading %s without a read lease (%s): retention elsewhere could delete it "
+                        "meanwhile", name, exc)
             yield
             return
         try:
@@ -150,8 +185,10 @@ class ReadLeases:
         path = self.dir / name
         try:
             fd = _open_lock_file(path)
-        except StorageError:
-            yield True  # no lease folder can be made (read-only storage?): nobody can hold one either
+        except StorageError as exc:
+            # Read-only storage: nobody can hold a lease, and the delete itself will fail. Any other
+            # failure (a full disk, a lease file of another user) may hide a reader: do not delete.
+            yield exc.errno == errno.EROFS
             return
         try:
             got = _try_flock(fd, fcntl.LOCK_EX)

@@ -151,12 +151,17 @@ class CheckpointStore:
             try:
                 self._known[name] = self.manifest(name)
             except CheckpointNotFound:
-                self._problems[name] = (f"no {MANIFEST_NAME}: not a committed checkpoint", False)
+                if self._still_there(name):  # else deleted between the listing and the read: gone
+                    self._problems[name] = (f"no {MANIFEST_NAME}: not a committed checkpoint", False)
             except CorruptCheckpoint as exc:
                 self._problems[name] = (str(exc), False)
             except UnsupportedFormatVersion as exc:
                 self._problems[name] = (str(exc), True)
         self._token = token if token is not None and _settled(token, listed_at) else None
+
+    def _still_there(self, name: str) -> bool:
+        local = self.storage.local_dir(name)
+        return local.is_dir() if local is not None else name in self.storage.names()
 
     def _forget(self, uuid: str) -> None:
         for table in (self._known, self._problems, self._corrupt):
@@ -189,14 +194,20 @@ class CheckpointStore:
     def verify(self, uuid: str, *, force: bool = False) -> Manifest:
         """Re-checksum every file of a checkpoint; return its manifest or raise CorruptCheckpoint.
 
-        Raises CheckpointGone when it was deleted meanwhile. Results are remembered for the
-        life of this store unless ``force``.
+        Raises CheckpointGone when it was deleted meanwhile (or before). Results are remembered
+        for the life of this store unless ``force``: a verified checkpoint costs no I/O again.
         """
-        manifest = self.manifest(uuid)
-        if force or uuid not in self._verified:
-            for entry in manifest.files:
-                self.verify_file(uuid, entry)
-            self.mark_verified(uuid)
+        with self._lock:
+            known = self._known.get(uuid) if uuid in self._verified and not force else None
+        if known is not None:
+            return known  # verified by this store already (or written by it): no read at all
+        try:
+            manifest = self.manifest(uuid)
+        except CheckpointNotFound:
+            raise CheckpointGone(f"checkpoint {uuid} was deleted before it could be verified") from None
+        for entry in manifest.files:
+            self.verify_file(uuid, entry)
+        self.mark_verified(uuid)
         return manifest
 
     def verify_file(self, uuid: str, entry: FileEntry) -> None:
