@@ -5,6 +5,8 @@ into one checkpoint and one of them commits it:
 
 * :meth:`CommitProtocol.stage` (plan) gives a local directory for the files of ``name``;
   nothing in it is visible to readers.
+* :meth:`CommitProtocol.put_staged` writes one file of a staged checkpoint durably to its
+  final medium (into the staged directory locally; straight to the object store remotely).
 * :meth:`CommitProtocol.finish` (one committer, after every writer is done) makes the files
   durable, writes the manifest last and publishes the directory atomically.
 
@@ -41,6 +43,16 @@ class CommitProtocol(abc.ABC):
     @abc.abstractmethod
     def stage(self, name: str) -> Path:
         """Create and return an empty local directory for the files of ``name`` (invisible to readers)."""
+
+    @abc.abstractmethod
+    def put_staged(self, staged: Path, relpath: str, data: bytes | memoryview) -> None:
+        """Write one file ``relpath`` (relative, ``/``-separated) of the staged checkpoint durably.
+
+        Blocks the calling thread until the bytes are durable on the checkpoint's final medium;
+        any thread, several at once for different files. The file is part of what
+        :meth:`finish` publishes, but need not appear in the local ``staged`` directory.
+        Raises ConfigError for an unsafe or reserved ``relpath``, StorageError on I/O errors.
+        """
 
     @abc.abstractmethod
     def finish(self, staged: Path, name: str, manifest_name: str, manifest: bytes,
@@ -91,6 +103,15 @@ class RenameCommit(CommitProtocol):
         except OSError as exc:
             raise storage_error("create staging directory", staged, exc) from exc
         return staged
+
+    def put_staged(self, staged: Path, relpath: str, data: bytes | memoryview) -> None:
+        """Create ``staged/relpath`` (with its folders) with ``data`` and fsync it."""
+        path = Path(staged) / check_relpath(relpath)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_durably(path, data)
+        except OSError as exc:
+            raise storage_error("write", path, exc) from exc
 
     def finish(self, staged: Path, name: str, manifest_name: str, manifest: bytes,
                unsynced: Iterable[str] = ()) -> None:
@@ -148,6 +169,23 @@ def check_entry_name(name: str) -> None:
     """Raise ConfigError unless ``name`` is a plain, visible directory name."""
     if not name or "/" in name or "\\" in name or name.startswith(".") or name in ("..",):
         raise ConfigError(f"invalid storage directory name {name!r}")
+
+
+def unsafe_relpath(relpath: str) -> bool:
+    """True unless ``relpath`` is a plain relative ``/``-separated path that stays inside its folder.
+
+    Unsafe: empty, absolute, ``.``/``..``/empty parts, backslashes, NUL characters.
+    """
+    return (not isinstance(relpath, str) or not relpath or relpath.startswith("/") or "\\" in relpath
+            or "\0" in relpath or any(part in ("", ".", "..") for part in relpath.split("/")))
+
+
+def check_relpath(relpath: str) -> str:
+    """Return ``relpath`` if it is safe (see :func:`unsafe_relpath`), else raise ConfigError."""
+    if unsafe_relpath(relpath):
+        raise ConfigError(f"invalid file path {relpath!r} in a checkpoint: use a relative path with '/' "
+                          "separators and no '.', '..' or empty parts")
+    return relpath
 
 
 def _dirs_below(root: Path):

@@ -51,5 +51,14 @@ class Storage(abc.ABC):
         """Copy a published directory into the local folder ``dest`` and return it."""
 
     @abc.abstractmethod
+    def materialize(self, name: str) -> Path:
+        """A local folder holding the files of a published directory (downloaded if need be).
+
+        Local storage returns the directory itself; remote storage a cached copy that it
+        reuses while the copy's manifest equals the published one. Blocks for the download.
+        Raises StorageError (ENOENT, with a FileNotFoundError cause, when ``name`` is not published).
+        """
+
+    @abc.abstractmethod
     def delete(self, name: str) -> None:
         """Remove a published directory; readers stop seeing it before its bytes go."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -71,6 +72,14 @@ class LocalStorage(Storage):
     def local_dir(self, name: str) -> Path | None:
         check_entry_name(name)
         return self.root / name
+
+    def materialize(self, name: str) -> Path:
+        """The directory itself (no copy); StorageError ENOENT if it is not a published directory."""
+        path = self.local_dir(name)
+        if not path.is_dir() or path.is_symlink():
+            cause = FileNotFoundError(errno.ENOENT, "no such directory", str(path))
+            raise storage_error("materialize", path, cause) from cause
+        return path
 
     def download(self, name: str, dest: Path) -> Path:
         src = self.local_dir(name)
