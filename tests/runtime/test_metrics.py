@@ -4,11 +4,15 @@ failures, progress is written promptly (and throttled), and flush() waits for th
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
-from waiting import wait_until as wait_for
 import torch
+from pgcluster import free_port, start_cluster
+from waiting import wait_until
 
 from unbroken.errors import ConfigError, TrackingError
 from unbroken.runtime.metrics import MetricsWriter
@@ -88,7 +92,7 @@ def test_flush_waits_until_everything_queued_is_written(tracker, trial, writer):
 def test_progress_is_written_promptly_with_the_metrics_queued_before_it(tracker, trial, writer):
     writer.put("training", 1, {"loss": 1.0})
     writer.progress(0.25)
-    wait_for(lambda: tracker.trial_by_id(trial.id).progress == 0.25, timeout=10)  # not after an hour
+    wait_until(lambda: tracker.trial_by_id(trial.id).progress == 0.25, timeout=10)  # not after an hour
     assert [p.name for p in tracker.metrics(trial.id)] == ["loss"]
 
 
@@ -96,7 +100,7 @@ def test_progress_writes_are_throttled_and_coalesced(tracker, trial):
     spy = SpyTracker(tracker)
     writer = MetricsWriter(spy, trial.id, None, flush_seconds=HOUR, progress_seconds=HOUR)
     writer.progress(0.1)
-    wait_for(lambda: tracker.trial_by_id(trial.id).progress == 0.1)  # the first is written at once
+    wait_until(lambda: tracker.trial_by_id(trial.id).progress == 0.1)  # the first is written at once
     for i in range(2, 10):
         writer.progress(i / 10)
     assert writer.flush(30)
@@ -111,16 +115,90 @@ def test_bad_progress_is_refused(writer, fraction):
         writer.progress(fraction)
 
 
-def test_a_failed_write_is_logged_and_later_writes_still_work(tracker, trial, caplog):
+def test_a_failed_write_is_logged_and_its_points_are_written_with_the_next(tracker, trial, caplog):
     spy = SpyTracker(tracker, fail=1)
-    writer = MetricsWriter(spy, trial.id, None, flush_seconds=HOUR)
+    writer = MetricsWriter(spy, trial.id, None, flush_seconds=HOUR, retry_seconds=HOUR)
     with caplog.at_level(logging.WARNING, logger="unbroken"):
-        writer.put("training", 1, {"lost": 1.0})
+        writer.put("training", 1, {"first": 1.0})
         assert writer.flush(30)
-        writer.put("training", 2, {"kept": 2.0})
+        assert writer.pending == 1 and tracker.metrics(trial.id) == []
+        writer.put("training", 2, {"second": 2.0})
+        writer.close()  # writes what waits, even before its retry is due
+    assert "could not write 1 metric points of trial" in caplog.text and "full" in caplog.text
+    assert "writable again: wrote 2 metric points" in caplog.text
+    assert [p.name for p in tracker.metrics(trial.id)] == ["first", "second"]  # in order
+    assert [len(points) for points, _ in spy.calls] == [1, 2]
+
+
+def test_failed_points_are_retried_by_the_writer_itself(tracker, trial):
+    spy = SpyTracker(tracker, fail=3)
+    writer = MetricsWriter(spy, trial.id, None, flush_seconds=HOUR, retry_seconds=0.01)
+    writer.put("training", 1, {"loss": 1.0})
+    writer.progress(0.5)
+    wait_until(lambda: [p.name for p in tracker.metrics(trial.id)] == ["loss"], what="the retried write")
+    assert len(spy.calls) == 4 and tracker.trial_by_id(trial.id).progress == 0.5
+    writer.close()
+
+
+def test_the_backlog_is_bounded_in_points_and_in_failed_writes(tracker, trial, caplog):
+    spy = SpyTracker(tracker, fail=4)
+    writer = MetricsWriter(spy, trial.id, None, flush_seconds=HOUR, retry_seconds=HOUR, max_pending=10,
+                           max_retries=3)
+    with caplog.at_level(logging.WARNING, logger="unbroken"):
+        for step in range(25):
+            writer.put("training", step, {"loss": float(step)})
+        assert writer.flush(30)  # failure 1
+        assert writer.pending == 10 and "dropped the 15 oldest metric points" in caplog.text
+        writer.put("training", 25, {"loss": 25.0})
+        assert writer.flush(30) and writer.flush(30)  # failures 2 and 3
+        assert writer.pending == 10
+        assert writer.flush(30)  # failure 4: more than max_retries in a row
+        assert writer.pending == 0 and "dropped 10 metric points of trial" in caplog.text
+        assert "after 4 failed writes" in caplog.text
+        writer.put("training", 26, {"loss": 26.0})
         writer.close()
-    assert "could not write 1 metric points" in caplog.text and "full" in caplog.text
-    assert [p.name for p in tracker.metrics(trial.id)] == ["kept"]
+    assert [p.steps_completed for p in tracker.metrics(trial.id)] == [26]
+
+
+def test_what_still_fails_at_close_is_dropped_and_said(tracker, trial, caplog):
+    writer = MetricsWriter(SpyTracker(tracker, fail=2), trial.id, None, flush_seconds=HOUR)
+    with caplog.at_level(logging.WARNING, logger="unbroken"):
+        writer.put("training", 1, {"loss": 1.0})
+        assert writer.flush(30)
+        writer.close()
+    assert "dropped 1 metric points of trial" in caplog.text and "at close" in caplog.text
+    assert tracker.metrics(trial.id) == []
+
+
+def test_points_reported_while_postgresql_is_down_are_written_when_it_is_back(caplog):
+    cluster = start_cluster(Path(tempfile.mkdtemp(prefix="unbroken-pg-outage-")), free_port())
+    try:
+        url = cluster.create_database()
+        tracker = Tracker(url)
+        trial = tracker.create_trial("exp")
+        writer = MetricsWriter(tracker, trial.id, None, flush_seconds=HOUR, retry_seconds=0.05)
+        for step in range(100):
+            writer.put("training", step, {"loss": float(step)})
+        assert writer.flush(30) and writer.pending == 0
+        cluster.stop()
+        with caplog.at_level(logging.WARNING, logger="unbroken"):
+            for step in range(100, 300):  # the run goes on reporting
+                writer.put("training", step, {"loss": float(step)})
+                if step % 50 == 0:
+                    assert writer.flush(60)
+            assert writer.flush(60)
+            assert writer.pending == 200
+            cluster.start()
+            wait_until(lambda: writer.pending == 0, timeout=60, what="the retries after the restart")
+        assert re.search(r"could not write \d+ metric points of trial .* connection failed", caplog.text)
+        assert url in caplog.text and "Connection refused" in caplog.text
+        assert "writable again: wrote 200 metric points" in caplog.text
+        points = tracker.metrics(trial.id)
+        assert [p.steps_completed for p in points] == list(range(300))  # nothing lost, nothing twice
+        writer.close()
+        tracker.close()
+    finally:
+        cluster.purge()
 
 
 def test_close_writes_everything_and_is_idempotent(tracker, trial):

@@ -1,5 +1,5 @@
 """Fixtures of the tracking tests: an index on each backend (SQLite file, PostgreSQL database),
-and waiting on a condition.
+processes started together, and waiting on a condition.
 
 ``tracker`` and ``db_url`` are parametrized over both backends; a test of SQLite files only
 narrows it with ``@pytest.mark.parametrize("backend", ["sqlite"])``.
@@ -7,7 +7,8 @@ narrows it with ``@pytest.mark.parametrize("backend", ["sqlite"])``.
 
 from __future__ import annotations
 
-from typing import Callable
+import multiprocessing
+from typing import Any, Callable, Sequence
 
 import pytest
 from waiting import wait_until
@@ -55,3 +56,22 @@ def in_transaction() -> Callable[[Tracker], bool]:
 def wait_for() -> Callable[..., None]:
     """``wait_for(condition, timeout=30, what=...)``: poll until ``condition()`` holds, else fail."""
     return wait_until
+
+
+@pytest.fixture
+def run_together() -> Callable[[Callable[..., None], Sequence[tuple]], None]:
+    """``run_together(target, [args, ...])``: one spawned process per ``args``, each calling
+    ``target(*args, start)`` and meant to wait on the ``start`` event, released at once; asserts
+    that all exit 0 (within 120 s each). Queues passed in come from ``multiprocessing.get_context("spawn")``.
+    """
+    def run(target: Callable[..., None], args_per_process: Sequence[tuple[Any, ...]]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        start = ctx.Event()
+        procs = [ctx.Process(target=target, args=(*args, start)) for args in args_per_process]
+        for p in procs:
+            p.start()
+        start.set()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0] * len(procs)
+    return run

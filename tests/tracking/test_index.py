@@ -314,22 +314,10 @@ def _create_trials(url: str, n: int, errors, start) -> None:
     tracker.close()
 
 
-def _run_together(target, args_per_process) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Event()
-    procs = [ctx.Process(target=target, args=(*args, start)) for args in args_per_process]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0] * len(procs)
-
-
-def test_concurrent_metric_writers_lose_nothing(db_url):
+def test_concurrent_metric_writers_lose_nothing(db_url, run_together):
     tracker = Tracker(db_url)
     trial = tracker.create_trial("exp")
-    _run_together(_add_points, [(db_url, trial.id, "p1", 500), (db_url, trial.id, "p2", 500)])
+    run_together(_add_points, [(db_url, trial.id, "p1", 500), (db_url, trial.id, "p2", 500)])
     for tag in ("p1", "p2"):
         points = tracker.metrics(trial.id, group=tag)
         assert sorted(p.steps_completed for p in points) == list(range(500))
@@ -337,14 +325,14 @@ def test_concurrent_metric_writers_lose_nothing(db_url):
     tracker.close()
 
 
-def test_concurrent_trial_and_attempt_creation_gets_distinct_numbers(db_url):
+def test_concurrent_trial_and_attempt_creation_gets_distinct_numbers(db_url, run_together):
     # Regression: the next number was read outside the write transaction, so two processes
     # could pick the same one and fail with "UNIQUE constraint failed". On PostgreSQL the
     # transaction alone is not enough (READ COMMITTED): the parent row is locked.
     tracker = Tracker(db_url)
     tracker.create_trial("shared")
     errors = multiprocessing.get_context("spawn").Queue()
-    _run_together(_create_trials, [(db_url, 40, errors) for _ in range(4)])
+    run_together(_create_trials, [(db_url, 40, errors) for _ in range(4)])
     found = []
     while not errors.empty():
         found.append(errors.get())

@@ -109,17 +109,10 @@ def _join_newest(url: str, results, start) -> None:
     tracker.close()
 
 
-def test_processes_joining_at_once_share_one_new_trial(db_url):
+def test_processes_joining_at_once_share_one_new_trial(db_url, run_together):
     Tracker(db_url).close()
-    ctx = multiprocessing.get_context("spawn")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_join_newest, args=(db_url, results, start)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0] * 4
-    assert sorted(results.get(timeout=10) for _ in procs) == [1, 1, 1, 1]
+    results = multiprocessing.get_context("spawn").Queue()
+    run_together(_join_newest, [(db_url, results)] * 4)
+    assert sorted(results.get(timeout=10) for _ in range(4)) == [1, 1, 1, 1]
     with Tracker(db_url) as tracker:
         assert [t.number for t in tracker.trials("race")] == [1]

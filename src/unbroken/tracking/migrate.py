@@ -32,8 +32,13 @@ def stored_version(conn: "sqlalchemy.Connection", where: str) -> int:
 
     TrackingError ("upgrade unbroken") for a revision that is not a version number.
     """
-    version = 0
-    if sa.inspect(conn).has_table(VERSION_TABLE):
+    return _versions(conn, where)[0]
+
+
+def _versions(conn: "sqlalchemy.Connection", where: str) -> tuple[int, bool]:
+    """(the schema version, whether alembic's version table is there)."""
+    version, stamped = 0, sa.inspect(conn).has_table(VERSION_TABLE)
+    if stamped:
         revisions = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
         for revision in revisions:
             if not revision.isdigit():
@@ -42,7 +47,7 @@ def stored_version(conn: "sqlalchemy.Connection", where: str) -> int:
             version = max(version, int(revision))
     if conn.dialect.name == "sqlite":
         version = max(version, conn.exec_driver_sql("PRAGMA user_version").scalar_one())
-    return version
+    return version, stamped
 
 
 def check_version(version: int, where: str, *, readonly: bool) -> None:
@@ -59,20 +64,21 @@ def upgrade(conn: "sqlalchemy.Connection", where: str) -> None:
 
     Processes doing it at once take turns (SQLite: the write transaction; PostgreSQL: an
     advisory lock held until the transaction ends), and the version is read after the turn
-    comes, so the migration runs once. Raises TrackingError for a newer database.
+    comes, so the migration runs once. A SQLite file of a version from before alembic is
+    stamped with its version first. Raises TrackingError for a newer database.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
-    version = stored_version(conn, where)
+    version, stamped = _versions(conn, where)
     check_version(version, where, readonly=False)
-    if version == SCHEMA_VERSION:
+    if version == SCHEMA_VERSION and stamped:
         return
-    _run_alembic(conn, version)
+    _run_alembic(conn, version, stamped)
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _run_alembic(conn: "sqlalchemy.Connection", version: int) -> None:
+def _run_alembic(conn: "sqlalchemy.Connection", version: int, stamped: bool) -> None:
     from alembic import command
     from alembic.config import Config
 
@@ -81,6 +87,6 @@ def _run_alembic(conn: "sqlalchemy.Connection", version: int) -> None:
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     config.attributes["connection"] = conn
-    if version and not sa.inspect(conn).has_table(VERSION_TABLE):
-        command.stamp(config, revision_id(version))  # made by the first release: no alembic table yet
+    if version and not stamped:
+        command.stamp(config, revision_id(version))  # made before alembic (user_version only): stamp it
     command.upgrade(config, revision_id(SCHEMA_VERSION))
