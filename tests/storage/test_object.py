@@ -206,3 +206,27 @@ def test_materialize_of_local_storage_is_its_own_folder(tmp_path):
         storage.materialize("missing")
     assert info.value.errno == errno.ENOENT
     assert isinstance(info.value.__cause__, FileNotFoundError)
+
+
+def test_large_reads_come_in_parallel_ranges_of_one_version(storage, monkeypatch):
+    import unbroken.storage.objio as objio
+
+    monkeypatch.setattr(objio, "RANGE_SIZE", 4096)
+    monkeypatch.setattr(objio, "READ_BUFFER", 1024)
+    data = bytes(range(256)) * 1000 + b"end"
+    commit(storage, "ck", {"t.bin": data, "empty.bin": b""})
+    ranges = []
+    real = storage.client.get_range
+    monkeypatch.setattr(storage.client, "get_range", lambda key, start, end, etag=None: (
+        ranges.append((start, end, etag)), real(key, start, end, etag))[1])
+    assert bytes(storage.read_bytes("ck", "t.bin")) == data
+    assert len(ranges) == -(-len(data) // 4096) and all(etag for *_, etag in ranges)
+    with storage.open("ck", "t.bin") as f:
+        f.seek(10)
+        buffer = bytearray(20000)
+        assert f.readinto(buffer) == 20000
+        assert buffer == data[10:20010]
+        assert f.read() == data[20010:]
+    assert storage.read_bytes("ck", "empty.bin") == b""
+    with storage.open("ck", "empty.bin") as f:
+        assert f.read() == b""

@@ -128,17 +128,15 @@ class MarkerCommit(CommitProtocol):
     # -- temporaries -------------------------------------------------------------------------
     def stale(self) -> list[str]:
         """Names with objects but no manifest whose writer is gone (one listing, one GET per candidate)."""
-        groups = _group_by_name(self.client.list())
-        return sorted(name for name, objects in groups.items()
-                      if f"{name}/{self.marker}" not in objects and self._is_stale(name, objects))
+        return sorted(self._stale_in(_group_by_name(self.client.list())))
 
     def clean_stale(self) -> list[str]:
         """Remove the objects of :meth:`stale` names (and dead local staging folders); return the names."""
         clean_dead_staging(self.cache)
         groups = _group_by_name(self.client.list())
         removed = []
-        for name in self.stale():
-            remove_objects(self.client, name, groups.get(name, {}), self.marker)
+        for name in sorted(self._stale_in(groups)):
+            remove_objects(self.client, name, groups[name], self.marker)
             with self._lock:
                 self._abandoned.discard(name)
             removed.append(name)
@@ -196,6 +194,10 @@ class MarkerCommit(CommitProtocol):
         since = record.get("time")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else "?"
         return f"pid {record.get('pid', '?')} on host {record.get('host', '?')} since {when}"
+
+    def _stale_in(self, groups: dict[str, dict[str, dict]]) -> list[str]:
+        return [name for name, objects in groups.items()
+                if f"{name}/{self.marker}" not in objects and self._is_stale(name, objects)]
 
     def _is_stale(self, name: str, objects: dict[str, dict]) -> bool:
         with self._lock:

@@ -27,7 +27,7 @@ from .fsio import storage_error
 from .locks import ReadLeases
 from .marker import WRITER, MarkerCommit, remove_objects, writer_record
 from .objclient import ObjectClient
-from .objio import download_file, open_object, safe_relpath
+from .objio import download_file, open_object, read_object, safe_relpath
 
 
 class ObjectStorage(Storage):
@@ -57,8 +57,11 @@ class ObjectStorage(Storage):
         return None
 
     def read_bytes(self, name: str, relpath: str) -> bytes:
-        """The whole object (StorageError ENOENT, with a FileNotFoundError cause, if it does not exist)."""
-        return self.client.get(self._key(name, relpath))
+        """The whole object (StorageError ENOENT, with a FileNotFoundError cause, if it does not exist).
+
+        Objects over 16 MiB are fetched in parallel ranges and returned as a ``bytearray``.
+        """
+        return read_object(self.client, self._key(name, relpath))
 
     def open(self, name: str, relpath: str) -> BinaryIO:
         """A buffered, seekable reader: ranged GETs of the version that existed when opened."""

@@ -10,7 +10,8 @@ import concurrent.futures
 import errno
 import io
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+from typing import Callable
 
 from ..errors import StorageError
 from .atomicity import unsafe_relpath
@@ -19,7 +20,8 @@ from .objclient import RANGE_SIZE, ObjectClient
 
 #: Ranges of one object fetched at once by :func:`download_file`.
 RANGE_CONCURRENCY = 8
-#: Buffer of the reader :func:`open_object` returns (reads of this size or more bypass it).
+#: Buffer of the reader :func:`open_object` returns (reads of this size or more bypass it and
+#: go straight into the caller's buffer, in parallel ranges when large).
 READ_BUFFER = 4 * 1024 * 1024
 
 
@@ -70,21 +72,20 @@ class ObjectReader(io.RawIOBase):
         end = min(self._size, self._pos + view.nbytes)
         if end <= self._pos:
             return 0
-        data = self._fetch(self._pos, end)
-        view[:len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        self._fetch(self._pos, end, view)
+        count, self._pos = end - self._pos, end
+        return count
 
     def readall(self) -> bytes:
         if self._pos >= self._size:
             return b""
-        data = bytes(self._fetch(self._pos, self._size))
-        self._pos += len(data)
-        return data
+        out = bytearray(self._size - self._pos)
+        self.readinto(out)
+        return bytes(out)
 
-    def _fetch(self, start: int, end: int):
+    def _fetch(self, start: int, end: int, into: memoryview) -> None:
         try:
-            return self._client.get_range(self._key, start, end, self._etag)
+            fetch_ranges(self._client, self._key, start, end, self._etag, _into(into, start))
         except StorageError as exc:
             if exc.errno != errno.EEXIST:
                 raise
@@ -94,6 +95,22 @@ class ObjectReader(io.RawIOBase):
 def open_object(client: ObjectClient, key: str) -> io.BufferedReader:
     """Open one object for streaming binary reads (StorageError ENOENT if it does not exist)."""
     return io.BufferedReader(ObjectReader(client, key), buffer_size=READ_BUFFER)
+
+
+def read_object(client: ObjectClient, key: str) -> bytes | bytearray:
+    """The whole object: one GET when small, else parallel ranges of the version first seen.
+
+    Objects over :data:`RANGE_SIZE` come back as a ``bytearray`` (no second copy). Raises
+    StorageError (ENOENT with a FileNotFoundError cause when the object does not exist).
+    """
+    result = client.call("read", key, lambda s: client.obs.get(s, key))
+    size, etag = int(result.meta["size"]), result.meta.get("e_tag")
+    if size <= RANGE_SIZE:
+        return bytes(client.call("read", key, lambda _s: result.bytes()))
+    del result  # closes the response: the rest comes in parallel ranges
+    out = bytearray(size)
+    fetch_ranges(client, key, 0, size, etag, _into(memoryview(out), 0))
+    return out
 
 
 def download_file(client: ObjectClient, key: str, size: int, dest: Path) -> None:
@@ -106,39 +123,49 @@ def download_file(client: ObjectClient, key: str, size: int, dest: Path) -> None
     except OSError as exc:
         raise storage_error("create", dest, exc) from exc
     try:
-        if size <= RANGE_SIZE:
-            _write_at(fd, client.get(key) if size else b"", 0, dest)
-        else:
-            _download_ranges(client, key, size, fd, dest)
+        if size:
+            os.ftruncate(fd, size)
+            etag = client.head(key).get("e_tag") if size > RANGE_SIZE else None
+            fetch_ranges(client, key, 0, size, etag, lambda offset, data: _write_at(fd, data, offset))
         os.fsync(fd)
+    except StorageError:
+        raise
     except OSError as exc:
-        if isinstance(exc, StorageError):
-            raise
         raise storage_error("write", dest, exc) from exc
     finally:
         os.close(fd)
 
 
-def _download_ranges(client: ObjectClient, key: str, size: int, fd: int, dest: Path) -> None:
-    os.ftruncate(fd, size)
-    etag = client.head(key).get("e_tag")
+def fetch_ranges(client: ObjectClient, key: str, start: int, end: int, etag: str | None,
+                 sink: Callable[[int, memoryview], None]) -> None:
+    """GET bytes ``[start, end)`` of ``key`` in ranges of at most :data:`RANGE_SIZE`, in parallel;
+    hand each to ``sink(offset, data)`` (from a helper thread). With ``etag``, a changed object
+    raises StorageError EEXIST; a short range raises EIO."""
 
-    def one(start: int) -> None:
-        end = min(size, start + RANGE_SIZE)
-        data = client.get_range(key, start, end, etag)
-        if len(data) != end - start:
-            raise StorageError(errno.EIO, f"{client.where(key)}: short read at {start}")
-        _write_at(fd, data, start, dest)
+    def one(offset: int) -> None:
+        stop = min(end, offset + RANGE_SIZE)
+        data = memoryview(client.get_range(key, offset, stop, etag)).cast("B")
+        if data.nbytes != stop - offset:
+            raise StorageError(errno.EIO, f"{client.where(key)}: short read at byte {offset}")
+        sink(offset, data)
 
+    offsets = range(start, end, RANGE_SIZE)
+    if len(offsets) == 1:
+        one(start)
+        return
     with concurrent.futures.ThreadPoolExecutor(RANGE_CONCURRENCY, thread_name_prefix="unbroken-get") as pool:
-        futures = [pool.submit(one, start) for start in range(0, size, RANGE_SIZE)]
-        for future in futures:
+        for future in [pool.submit(one, offset) for offset in offsets]:
             future.result()
 
 
-def _write_at(fd: int, data, offset: int, dest: Path) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
+def _into(view: memoryview, base: int) -> Callable[[int, memoryview], None]:
+    """A sink that copies a range at object offset ``offset`` into ``view`` (which starts at ``base``)."""
+    def sink(offset: int, data: memoryview) -> None:
+        view[offset - base:offset - base + data.nbytes] = data
+    return sink
 
+
+def _write_at(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
