@@ -45,6 +45,8 @@ def test_names_are_the_prefixes_with_a_manifest_only(storage):
     storage.commit.put_staged(staged, "a.bin", b"uploaded, never committed")
     storage.client.put("orphan/x.bin", b"no writer record, no manifest")
     storage.client.put("deep/sub/MANIFEST.json", b"a manifest not at the top of a name")
+    storage.client.put(".hidden/MANIFEST.json", b"{}")
+    storage.client.put("back\\slash/MANIFEST.json", b"{}")
     assert storage.names() == ["done"]
     assert storage.change_token() is None
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Hashable
 
 from ..config import MANIFEST_NAME
-from ..errors import StorageError
+from ..errors import ConfigError, StorageError
 from .atomicity import check_entry_name, check_relpath
 from .base import Storage
 from .cache import cache_root, materialize_into
@@ -49,7 +49,7 @@ class ObjectStorage(Storage):
         names = []
         for meta in self.client.list():
             name, _, rest = meta["path"].partition("/")
-            if rest == self.marker and name and not name.startswith("."):
+            if rest == self.marker and _plain_name(name):
                 names.append(name)
         return names
 
@@ -126,3 +126,12 @@ class ObjectStorage(Storage):
         except OSError as exc:
             raise storage_error("create", target.parent, exc) from exc
         download_file(self.client, meta["path"], int(meta["size"]), target)
+
+
+def _plain_name(name: str) -> bool:
+    """True for a name :func:`.check_entry_name` accepts (others are not checkpoints of ours)."""
+    try:
+        check_entry_name(name)
+    except ConfigError:
+        return False
+    return True
