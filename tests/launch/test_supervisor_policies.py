@@ -210,7 +210,8 @@ def test_child_gets_the_launch_environment_and_no_stale_variables(home, monkeypa
     env = spawner.envs[0]
     _, attempts = recorded(home)
     assert LaunchEnv.from_env(env) == LaunchEnv(home=home.resolve(), experiment="train", trial=1,
-                                                attempt_id=attempts[0].id, preempt_signal="SIGUSR1")
+                                                attempt_id=attempts[0].id, preempt_signal="SIGUSR1",
+                                                db=f"sqlite:///{home.resolve()}/unbroken.db")  # resolved once, here
     assert "UNBROKEN_DEADLINE" not in env and env["OTHER_VARIABLE"] == "kept"
     assert LaunchEnv.from_env(env).supervised
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from ..checkpoint import CheckpointStore
 from ..checkpoint.format import manifest as manifest_mod
 from ..checkpoint.format.manifest import FileEntry, Manifest
 from ..checkpoint.store import verify as verify_mod
@@ -33,14 +34,23 @@ class Entry:
     """
 
     uuid: str
-    directory: Path
+    directory: Path | str  #: a folder, or the URL of the checkpoint on an object store
     manifest: Manifest | None
     problem: str | None = None
     newer: bool = False
+    store: CheckpointStore | None = None  #: set for checkpoints on an object store (read through a download)
 
     @property
     def size(self) -> int:
         return self.manifest.size if self.manifest else 0
+
+    def local_directory(self) -> Path:
+        """The folder to read: its own, or a fresh download of what an object store holds (so that
+        what is checked is the storage, not an older cached copy)."""
+        if self.store is None or self.store.storage.is_local:
+            return self.directory
+        self.store.storage.forget_copy(self.uuid)
+        return self.store.local_copy(self.uuid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +84,22 @@ def entries(target: Target, uuid: str | None = None) -> list[Entry]:
     store = target.store
     if uuid is not None:
         try:
-            return [Entry(uuid, target.location / uuid, store.manifest(uuid))]
+            return [Entry(uuid, _under(target, uuid), store.manifest(uuid),
+                          store=None if store.storage.is_local else store)]
         except UnsupportedFormatVersion as exc:
-            return [Entry(uuid, target.location / uuid, None, str(exc), newer=True)]
+            return [Entry(uuid, _under(target, uuid), None, str(exc), newer=True)]
         except CorruptCheckpoint as exc:
-            return [Entry(uuid, target.location / uuid, None, str(exc))]
+            return [Entry(uuid, _under(target, uuid), None, str(exc))]
     good, problems = store.scan()
-    return ([Entry(m.uuid, target.location / m.uuid, m) for m in good]
-            + [Entry(p.uuid, target.location / p.uuid, None, p.reason, newer=p.newer)
+    remote = None if store.storage.is_local else store
+    return ([Entry(m.uuid, _under(target, m.uuid), m, store=remote) for m in good]
+            + [Entry(p.uuid, _under(target, p.uuid), None, p.reason, newer=p.newer)
                for p in sorted(problems, key=lambda p: p.uuid)])
+
+
+def _under(target: Target, uuid: str) -> Path | str:
+    location = target.location
+    return location / uuid if isinstance(location, Path) else f"{location.rstrip('/')}/{uuid}"
 
 
 def _single(directory: Path) -> Entry:
@@ -105,7 +122,7 @@ def check(entry: Entry, advance: Advance) -> Outcome:
             return GONE
         return Outcome("corrupt", reason(entry.uuid, entry.problem), damaged=not entry.newer)
     try:
-        verify_mod.verify_checkpoint(entry.directory, entry.manifest, progress=advance)
+        verify_mod.verify_checkpoint(entry.local_directory(), entry.manifest, progress=advance)
     except CheckpointGone:
         return GONE
     except (CorruptCheckpoint, StorageError) as exc:
@@ -133,12 +150,12 @@ def copy_file(entry: Entry, file: FileEntry, dest: Path, advance: Advance) -> No
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest, "xb") as sink:
-        verify_mod.verify_file(entry.directory, entry.uuid, file, progress=advance, sink=sink)
+        verify_mod.verify_file(entry.local_directory(), entry.uuid, file, progress=advance, sink=sink)
         _durable(sink)
 
 
 def copy_manifest(entry: Entry, dest: Path) -> None:
-    data = read_manifest(entry.directory)
+    data = read_manifest(entry.local_directory())
     with open(dest, "xb") as sink:
         sink.write(data)
         _durable(sink)

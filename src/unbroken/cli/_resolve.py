@@ -15,11 +15,13 @@ from pathlib import Path
 import click
 
 from ..checkpoint import CheckpointStore
-from ..config import DB_FILENAME, MANIFEST_NAME, check_name, resolve_home
+from ..checkpoint.store.trialstore import trial_store as shared_trial_store
+from ..config import DB_FILENAME, MANIFEST_NAME, check_name, resolve_home, resolve_storage_root
 from ..errors import ConfigError
 from ..paths import TrialPaths
 from ..storage import LocalStorage
-from ..tracking import Tracker, Trial
+from ..tracking import Tracker, Trial, resolve_db_url
+from ..tracking.url import backend_of, sqlite_path
 from ._output import CliError
 
 _TRIAL_RE = re.compile(r"^(?P<experiment>[^/]+)(?:/(?P<number>[0-9]+))?$")
@@ -38,14 +40,24 @@ def open_index(ctx: click.Context, home: Path, *, required: bool = True, readonl
     it works on a read-only home; a write through it raises). Without a database: None, or
     CliError "no runs yet" when ``required``.
     """
-    db = home / DB_FILENAME
-    if not db.is_file():
+    url = db_url_of(ctx, home)
+    if backend_of(url) == "sqlite" and not sqlite_path(url).is_file():
         if required:
             raise CliError(f"no runs yet in {home} (no {DB_FILENAME}; start one with unbroken.init or `unbroken run`)")
         return None
-    tracker = Tracker.open_readonly(db) if readonly else Tracker(db)
+    tracker = Tracker.open_readonly(url) if readonly else Tracker(url)
     ctx.call_on_close(tracker.close)
     return tracker
+
+
+def db_url_of(ctx: click.Context, home: Path) -> str:
+    """The index's URL from ``--db`` / ``$UNBROKEN_DB``, else ``<home>/unbroken.db``."""
+    return resolve_db_url((ctx.find_root().obj or {}).get("db"), home)
+
+
+def storage_root_of(ctx: click.Context) -> str | None:
+    """Where new trials keep checkpoints, from ``--storage`` / ``$UNBROKEN_STORAGE`` (None: the home)."""
+    return resolve_storage_root((ctx.find_root().obj or {}).get("storage"))
 
 
 def parse_trial(text: str) -> tuple[str, int | None]:
@@ -92,10 +104,10 @@ def checkpoints_dir(home: Path, trial: Trial) -> Path:
     return paths_of(home, trial).checkpoints
 
 
-def trial_store(home: Path, trial: Trial) -> CheckpointStore:
-    """The checkpoints of a trial, as storage holds them (the truth; the index only adds marks)."""
-    return CheckpointStore(LocalStorage(checkpoints_dir(home, trial)),
-                           trial={"experiment": trial.experiment, "trial": trial.number})
+def trial_store(home: Path, trial: Trial, storage_root: str | None = None) -> CheckpointStore:
+    """The checkpoints of a trial, as storage holds them (the truth; the index only adds marks):
+    where the index recorded them (an object store), else under the home."""
+    return shared_trial_store(home, trial, storage_root)
 
 
 @dataclasses.dataclass
@@ -103,7 +115,7 @@ class Target:
     """What verify/export work on: a trial's checkpoints, a checkpoints folder, or one checkpoint folder."""
 
     label: str
-    location: Path
+    location: Path | str  # a folder, or the URL of a trial's checkpoints on an object store
     store: CheckpointStore | None = None  # None for a single checkpoint folder
     trial: Trial | None = None
     tracker: Tracker | None = None
@@ -126,7 +138,9 @@ def resolve_target(ctx: click.Context, text: str) -> Target:
 
 
 def trial_target(home: Path, tracker: Tracker, trial: Trial) -> Target:
-    return Target(trial.ref, checkpoints_dir(home, trial), trial_store(home, trial), trial, tracker)
+    store = trial_store(home, trial)
+    location = checkpoints_dir(home, trial) if store.storage.is_local else store.storage.location
+    return Target(trial.ref, location, store, trial, tracker)
 
 
 def path_target(path: Path) -> Target:

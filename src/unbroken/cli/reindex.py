@@ -17,15 +17,14 @@ from typing import Any
 
 import click
 
-from ..checkpoint import CheckpointStore
+from ..checkpoint.store.trialstore import location_of
 from ..config import DB_FILENAME
 from ..errors import UnbrokenWarning
-from ..paths import TrialPaths
-from ..storage import LocalStorage
 from ..tracking import Tracker, join_trial, reconcile_checkpoints
+from ..tracking.url import backend_of, sqlite_path
 from . import _output as out
 from ._output import CliError, json_command
-from ._resolve import home_of, parse_trial, trials_on_disk
+from ._resolve import db_url_of, home_of, parse_trial, trial_store, trials_on_disk
 
 #: The message of a trial that reindex put back into the index.
 RECREATED = "re-created by `unbroken reindex` from its folder (hparams and history were not recoverable)"
@@ -66,8 +65,8 @@ def reindex(ctx: click.Context, target: str | None, everything: bool, as_json: b
 
 def _open(ctx: click.Context, home: Path) -> tuple[Tracker, bool]:
     """The index of ``home`` opened for writing (a corrupt one moved aside); True if it was rebuilt."""
-    db = home / DB_FILENAME
-    if not db.is_file() and not trials_on_disk(home):
+    db = db_url_of(ctx, home)
+    if backend_of(db) == "sqlite" and not sqlite_path(db).is_file() and not trials_on_disk(home):
         raise CliError(f"no runs yet in {home} (no {DB_FILENAME} and no trial folders): nothing to reindex")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnbrokenWarning)
@@ -103,8 +102,7 @@ def _recreate_missing(tracker: Tracker, home: Path, chosen: list[tuple[str, int]
         present = {t.number for t in tracker.trials(experiment)}
         wanted = max((n for e, n in chosen if e == experiment and n not in present), default=0)
         for number in range(max(present, default=0) + 1, wanted + 1):
-            trial = join_trial(tracker, experiment, number=number,
-                               storage_of=lambda n, e=experiment: TrialPaths(home, e, n).checkpoints)
+            trial = join_trial(tracker, experiment, number=number, storage_of=location_of(home, experiment, None))
             tracker.update_trial(trial.id, message=RECREATED)
             created.add((experiment, number))
     return created
@@ -124,7 +122,7 @@ def _indexed(tracker: Tracker, chosen: list[tuple[str, int]]) -> list[tuple[str,
 def _reconcile(tracker: Tracker, home: Path, experiment: str, number: int, recreated: bool) -> dict[str, Any]:
     """Reconcile one trial's rows with the committed checkpoints in its folder."""
     trial = tracker.trial(experiment, number)
-    committed = CheckpointStore(LocalStorage(TrialPaths(home, experiment, number).checkpoints)).list()
+    committed = trial_store(home, trial).list()  # where its checkpoints are: the home, or an object store
     report = reconcile_checkpoints(tracker, trial.id, committed)
     return {"trial": trial.ref, "recreated": recreated, "added": report.added,
             "marked_deleted": report.marked_deleted, "unchanged": report.unchanged,

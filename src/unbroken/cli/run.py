@@ -96,6 +96,7 @@ def run_command(ctx, name, fresh, trial, wait_for_trial, slurm, max_requeues, ma
     environment = _environment(slurm, max_requeues)
     try:
         config = RunConfig(command=list(command), name=name, home=ctx.obj.get("home"), storage=ctx.obj.get("storage"),
+                           db=ctx.obj.get("db"),
                            fresh=fresh, trial=trial,
                            stop=stop, wait=restart.exponential_backoff(backoff, max(backoff, backoff_max)),
                            grace=grace, preempt_signal=preempt_signal, time_limit=time_limit, margin=margin,

@@ -10,12 +10,13 @@ from pathlib import Path
 import click
 
 from ..checkpoint.store.trialstore import location_of
-from ..config import DB_FILENAME, check_name, resolve_home, resolve_storage_root
+from ..config import check_name, resolve_home, resolve_storage_root
 from ..errors import UnbrokenError
 from ..launch.runconfig import derive_name
 from ..launch.slurm import (SubmitOptions, check_user_script, render_script, sbatch_flags_for_script, submit)
 from ..paths import TrialPaths, slurm_dir
-from ..tracking import Tracker
+from ..tracking import Tracker, resolve_db_url
+from ..tracking.url import backend_of, sqlite_path
 from ..tracking.trials import join_trial
 from .run import Duration, StopSignal
 
@@ -64,13 +65,14 @@ def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes,
             return
         name = check_name(name or derive_name(command or ["run"]))
         storage = resolve_storage_root(ctx.obj.get("storage"))
-        number = None if array else _trial_number(home, name, command, storage, create=not dry_run)
+        db = resolve_db_url(ctx.obj.get("db"), home)
+        number = None if array else _trial_number(home, db, name, command, storage, create=not dry_run)
         logs = slurm_dir(home, name) if array else TrialPaths(home, name, number).logs
         opts = SubmitOptions(command=list(command), name=name, home=home, logs=logs, trial=number, time=time_,
                              partition=partition, gres=gres, cpus_per_task=cpus_per_task, mem=mem, nodes=nodes,
                              ntasks_per_node=ntasks_per_node, array=array, account=account, qos=qos,
                              sbatch_args=sbatch_args, signal=signal_, margin=margin, max_requeues=max_requeues,
-                             max_restarts=max_restarts, storage=storage, db=ctx.obj.get("db"))
+                             max_restarts=max_restarts, storage=storage, db=ctx.obj.get("db") and db)
         script = render_script(opts)
         if dry_run:
             click.echo(script, nl=False)
@@ -86,11 +88,11 @@ def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes,
     click.echo(f"  follow: unbroken logs {name}{'-<task>' if array else ''} -f   |   squeue -j {job_id}")
 
 
-def _trial_number(home: Path, name: str, command, storage: str | None, create: bool) -> int:
+def _trial_number(home: Path, db: str, name: str, command, storage: str | None, create: bool) -> int:
     """The trial the job will resume: the newest of the experiment, or a new one (made if ``create``)."""
-    if not create and not (home / DB_FILENAME).exists():
+    if not create and backend_of(db) == "sqlite" and not sqlite_path(db).exists():
         return 1
-    tracker = Tracker.in_home(home)
+    tracker = Tracker(db)
     try:
         if not create:
             return tracker.trial(name).number

@@ -9,7 +9,7 @@ import click
 
 from ..errors import ConfigError
 from ._output import CliError, handle_errors
-from ._resolve import home_of
+from ._resolve import db_url_of, home_of
 
 EXTRA_HINT = "`unbroken ui` needs the web extra: pip install 'unbroken[ui]' (starlette and uvicorn)"
 
@@ -47,7 +47,9 @@ def ui(ctx: click.Context, host: str, port: int, open_browser: bool, token: str 
     from ..server.config import ServerConfig  # noqa: PLC0415 - only with the extra
     from ..server.run import serve  # noqa: PLC0415
     try:
-        config = ServerConfig.build(home_of(ctx), host=host, port=port, token=token, read_only=read_only)
+        home = home_of(ctx)
+        config = ServerConfig.build(home, host=host, port=port, token=token, read_only=read_only,
+                                    db=db_url_of(ctx, home))
     except ConfigError as exc:
         raise CliError(str(exc)) from None
 

@@ -26,6 +26,7 @@ class RunConfig:
     name: str | None = None
     home: str | os.PathLike | None = None
     storage: str | None = None  # where new trials keep checkpoints (folder or URL); None: $UNBROKEN_STORAGE or home
+    db: str | None = None  # the tracking index (URL or SQLite file); None: $UNBROKEN_DB or <home>/unbroken.db
     fresh: bool = False
     trial: int | None = None  # join this trial number of the experiment (created if it is the next one)
     stop: StopPolicy = dataclasses.field(default_factory=lambda: max_failures(3))

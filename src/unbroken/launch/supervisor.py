@@ -33,7 +33,7 @@ from ..envvars import LaunchEnv
 from ..errors import LaunchError, TrackingError
 from ..paths import TrialPaths
 from ..storage.locks import WriterLease
-from ..tracking import Tracker
+from ..tracking import Tracker, resolve_db_url
 from ..tracking.guarded import GuardedWrites
 from ..tracking.trials import join_trial
 from .child import Child, spawn
@@ -68,7 +68,8 @@ class Supervisor:
         self.clock, self._spawn = clock, spawn
         self.home = resolve_home(config.home)
         self.name = check_name(config.name or derive_name(config.command))
-        self.tracker = Tracker.in_home(self.home)
+        self.db_url = resolve_db_url(config.db, self.home)
+        self.tracker = Tracker(self.db_url)
         self.storage_root = resolve_storage_root(config.storage)
         self.trial = join_trial(self.tracker, self.name, fresh=config.fresh, number=config.trial,
                                 command=shlex.join(config.command),
@@ -245,7 +246,7 @@ class Supervisor:
     def _launch_env(self, attempt_id: int) -> LaunchEnv:
         deadline = self._deadline()
         return LaunchEnv(home=self.home, experiment=self.name, trial=self.trial.number, attempt_id=attempt_id,
-                         preempt_signal=self.config.preempt_signal, storage=self.storage_root,
+                         preempt_signal=self.config.preempt_signal, storage=self.storage_root, db=self.db_url,
                          deadline=None if deadline is None else deadline - self.config.margin)
 
     def _deadline(self) -> float | None:

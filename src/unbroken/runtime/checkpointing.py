@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -87,12 +86,7 @@ class CheckpointContext:
         with self.store.reading(checkpoint) as manifest:
             if verify:
                 self._verify(checkpoint)
-            local = self.store.local_path(checkpoint)
-            if local is not None:
-                yield manifest, local
-                return
-            with tempfile.TemporaryDirectory(prefix="unbroken-restore-") as tmp:
-                yield manifest, self.store.storage.download(checkpoint, Path(tmp))
+            yield manifest, self.store.local_copy(checkpoint)  # a cached download on object stores
 
     def upload(self, src: str | Path, metadata: dict[str, Any]) -> str:
         """Copy an existing directory into a new checkpoint; return its uuid."""

@@ -11,12 +11,12 @@ from typing import Any
 from .._proc import ProcessIdentity
 from ..checkpoint import RetentionPolicy, keep_latest
 from ..checkpoint.store.trialstore import location_of, trial_store
-from ..config import DB_FILENAME, check_name, resolve_home, resolve_storage_root
+from ..config import check_name, resolve_home, resolve_storage_root
 from ..envvars import LaunchEnv
 from ..errors import ConfigError
 from ..paths import TrialPaths
 from ..storage.locks import WriterLease
-from ..tracking import Tracker, join_trial
+from ..tracking import Tracker, join_trial, resolve_db_url
 from .checkpointing import CheckpointContext
 from .index import RunIndex
 from .loop import StateLoop
@@ -36,7 +36,7 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
          fresh: bool = False, save: SavePolicy | None = None, keep: RetentionPolicy | None = None,
          preempt_signals: list[str | int] | None = None, deadline: float | None = None,
          exit_on_preempt: bool = True, wait_for_trial: float | None = 0,
-         storage: str | os.PathLike | None = None) -> Run:
+         storage: str | os.PathLike | None = None, db: str | os.PathLike | None = None) -> Run:
     """Join (or create) the trial of experiment ``name`` and record this process as an attempt.
 
     * ``name``: the experiment. Rerunning with the same name resumes its newest trial;
@@ -48,6 +48,8 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
     * ``storage``: where new trials keep their checkpoints instead: a folder or an object-store
       URL such as ``s3://bucket/prefix`` (default ``$UNBROKEN_STORAGE``, else the home). A
       trial keeps the storage it was created with; a rerun finds it there.
+    * ``db``: the tracking index: a PostgreSQL URL or a SQLite file (default ``$UNBROKEN_DB``,
+      else ``unbroken.db`` in the home). A corrupt SQLite file is moved aside and rebuilt.
     * ``save``: when ``run.steps()`` checkpoints (default every 10 minutes); ``keep``: retention
       (default the latest 3).
     * ``preempt_signals``: signals that request a stop (default TERM, INT and the supervisor's
@@ -64,7 +66,8 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
     home_path = launch.home if launch.supervised and launch.home else resolve_home(home)
     experiment = _experiment_name(name, launch)
     storage_root = launch.storage if launch.supervised else resolve_storage_root(storage)
-    tracker = Tracker.open_or_rebuild(home_path / DB_FILENAME)
+    db_url = launch.db if launch.supervised and launch.db else resolve_db_url(db, home_path)
+    tracker = Tracker.open_or_rebuild(db_url)
     with _closing_on_error(tracker.close):
         trial = join_trial(tracker, experiment, hparams=hparams, fresh=fresh and not launch.supervised,
                            number=launch.trial if launch.supervised else None,

@@ -58,7 +58,7 @@ class StateLoop:
         for manifest in self.checkpoint.candidates():
             try:
                 with self.checkpoint.store.reading(manifest.uuid):
-                    directory = self.checkpoint.store.local_path(manifest.uuid)
+                    directory = self.checkpoint.store.local_copy(manifest.uuid)
                     statefile.restore(state, directory, manifest, allow_pickle=allow_pickle, strict=strict)
             except CheckpointGone:
                 continue

@@ -64,17 +64,18 @@ class ServerConfig:
     token: str = dataclasses.field(default_factory=new_token)
     token_for_reads: bool = False
     read_only: bool = False
+    db: str | None = None  #: the index's URL (None: ``<home>/unbroken.db``)
 
     @classmethod
     def build(cls, home: Path, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-              read_only: bool = False) -> "ServerConfig":
+              read_only: bool = False, db: str | None = None) -> "ServerConfig":
         """The settings from the command line: a given token (or ``$UNBROKEN_UI_TOKEN``) guards
         reads as well; without one a random token is made, guarding reads only off loopback."""
         if not 0 <= port < 65536:
             raise ConfigError(f"invalid port {port}: use 0-65535")
         given = token or os.environ.get(ENV_TOKEN) or None
         chosen = check_token(given) if given else new_token()
-        return cls(Path(home), host, port, chosen, bool(given) or not is_loopback(host), read_only)
+        return cls(Path(home), host, port, chosen, bool(given) or not is_loopback(host), read_only, db)
 
     @property
     def loopback(self) -> bool:

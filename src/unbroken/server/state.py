@@ -11,7 +11,8 @@ import contextlib
 import threading
 from typing import Iterator
 
-from ..config import DB_FILENAME
+from ..tracking import resolve_db_url
+from ..tracking.url import backend_of, sqlite_path
 from ..errors import ConfigError, NotFound
 from ..tracking import Tracker, Trial
 from .columns import ColumnSource, Stats, column_source
@@ -33,10 +34,17 @@ class ServerState:
     def tracker(self) -> Tracker | None:
         """The read-only index, or None while the home has none."""
         with self._lock:
-            if self._tracker is None and (self.home / DB_FILENAME).is_file():
-                self._tracker = Tracker.open_readonly(self.home / DB_FILENAME)
+            if self._tracker is None and self._index_exists():
+                self._tracker = Tracker.open_readonly(self._db)
                 self._columns = column_source(self._tracker)
             return self._tracker
+
+    @property
+    def _db(self) -> str:
+        return self.config.db or resolve_db_url(None, self.home)
+
+    def _index_exists(self) -> bool:
+        return backend_of(self._db) != "sqlite" or sqlite_path(self._db).is_file()
 
     def require(self) -> Tracker:
         """The read-only index; NotFound when the home has no runs yet."""
@@ -63,7 +71,7 @@ class ServerState:
         """A read-write index for one action; ConfigError under ``--read-only``."""
         if self.config.read_only:
             raise ConfigError("this dashboard is read-only (started with --read-only)")
-        tracker = Tracker(self.home / DB_FILENAME)
+        tracker = Tracker(self._db)
         try:
             yield tracker
         finally:

@@ -42,6 +42,12 @@ class Storage(abc.ABC):
     def open(self, name: str, relpath: str) -> BinaryIO:
         """Open one file of a published directory for binary reading."""
 
+    @property
+    def is_local(self) -> bool:
+        """True when published directories are local folders (files are written in place; else
+        they are uploaded as they are made and read through :meth:`materialize`)."""
+        return self.local_dir("x") is not None
+
     @abc.abstractmethod
     def local_dir(self, name: str) -> Path | None:
         """The local path of a published directory when its files are on a local filesystem, else None."""
@@ -58,6 +64,10 @@ class Storage(abc.ABC):
         reuses while the copy's manifest equals the published one. Blocks for the download.
         Raises StorageError (ENOENT, with a FileNotFoundError cause, when ``name`` is not published).
         """
+
+    def forget_copy(self, name: str) -> None:
+        """Drop the local copy :meth:`materialize` made (the next one downloads again); a no-op
+        where the published folder is the local copy."""
 
     @abc.abstractmethod
     def delete(self, name: str) -> None:

@@ -86,6 +86,10 @@ class ObjectStorage(Storage):
         return materialize_into(self.cache, name, self.marker, manifest,
                                 lambda tmp: self._download(name, tmp, {WRITER, self.marker}))
 
+    def forget_copy(self, name: str) -> None:
+        check_entry_name(name)
+        shutil.rmtree(self.cache / name, ignore_errors=True)
+
     def delete(self, name: str) -> None:
         """Manifest first (readers stop seeing it), then the other objects; the writer record last.
 
@@ -97,7 +101,7 @@ class ObjectStorage(Storage):
         if keys:
             self.client.put(f"{name}/{WRITER}", writer_record("deleting"))
             remove_objects(self.client, name, keys + [f"{name}/{WRITER}"], self.marker)
-        shutil.rmtree(self.cache / name, ignore_errors=True)
+        self.forget_copy(name)
 
     def _download(self, name: str, dest: Path, skip: set[str]) -> Path:
         check_entry_name(name)

@@ -103,11 +103,11 @@ def read_object(client: ObjectClient, key: str) -> bytes | bytearray:
     Objects over :data:`RANGE_SIZE` come back as a ``bytearray`` (no second copy). Raises
     StorageError (ENOENT with a FileNotFoundError cause when the object does not exist).
     """
-    result = client.call("read", key, lambda s: client.obs.get(s, key))
-    size, etag = int(result.meta["size"]), result.meta.get("e_tag")
+    response = [client.call("read", key, lambda s: client.obs.get(s, key))]
+    size, etag = int(response[0].meta["size"]), response[0].meta.get("e_tag")
     if size <= RANGE_SIZE:
-        return bytes(client.call("read", key, lambda _s: result.bytes()))
-    del result  # closes the response: the rest comes in parallel ranges
+        return bytes(client.call("read", key, lambda _s: response[0].bytes()))
+    response.clear()  # closes the response: the rest comes in parallel ranges
     out = bytearray(size)
     fetch_ranges(client, key, 0, size, etag, _into(memoryview(out), 0))
     return out

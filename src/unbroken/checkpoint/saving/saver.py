@@ -117,7 +117,7 @@ class Saver:
     @property
     def _writes_locally(self) -> bool:
         """True when checkpoint files are written into a local folder (else uploaded as they are made)."""
-        return self.store.storage.local_dir("probe") is not None
+        return self.store.storage.is_local
 
     def _persist_snapshot(self, handle: SaveHandle, snapshot: Snapshot, metadata: dict) -> Manifest:
         pending = self.store.begin(handle.steps_completed, metadata, uuid=handle.uuid)

@@ -91,8 +91,9 @@ class CheckpointStore:
         never raised: the checkpoint is committed by then.
         """
         try:
-            relpaths = _relpaths(pending.path)
-            unsynced = [rel for rel in relpaths if rel not in pending.entries]
+            local = _relpaths(pending.path)  # files written into the staging folder (user code, local saves)
+            unsynced = [rel for rel in local if rel not in pending.entries]
+            relpaths = sorted(set(local) | set(pending.entries))  # + files uploaded straight to the store
             files = [pending.entries.get(rel) or _entry_of(pending.path, rel) for rel in relpaths]
             manifest = manifest_mod.build(pending.steps_completed, files, pending.metadata, uuid=pending.uuid,
                                           trial=self.trial, needs_pickle=pending.needs_pickle)
@@ -205,28 +206,31 @@ class CheckpointStore:
             manifest = self.manifest(uuid)
         except CheckpointNotFound:
             raise CheckpointGone(f"checkpoint {uuid} was deleted before it could be verified") from None
-        for entry in manifest.files:
-            self.verify_file(uuid, entry)
+        if force:
+            self.storage.forget_copy(uuid)  # check what the storage holds, not a cached download
+        try:
+            self._verify_files(manifest)
+        except CorruptCheckpoint:
+            if self.storage.is_local:
+                raise
+            self.storage.forget_copy(uuid)  # the cached download may be what is damaged: fetch once more
+            self._verify_files(manifest)
         self.mark_verified(uuid)
         return manifest
+
+    def _verify_files(self, manifest: Manifest) -> None:
+        for entry in manifest.files:
+            self.verify_file(manifest.uuid, entry)
 
     def verify_file(self, uuid: str, entry: FileEntry) -> None:
         """Check one file's kind, size and checksum against its manifest entry.
 
         Raises CorruptCheckpoint, or CheckpointGone when the checkpoint was deleted meanwhile.
         """
-        local = self.storage.local_dir(uuid)
-        if local is not None:
-            try:
-                verify.verify_file(local, uuid, entry)
-            except StorageError as exc:
-                raise CorruptCheckpoint(f"checkpoint {uuid}: cannot read {entry.path}: {exc}") from None
-            return
         try:
-            data = self.storage.read_bytes(uuid, entry.path)
+            verify.verify_file(self.local_copy(uuid), uuid, entry)
         except StorageError as exc:
             raise CorruptCheckpoint(f"checkpoint {uuid}: cannot read {entry.path}: {exc}") from None
-        verify.check_entry(uuid, entry, len(data), checksum.to_hex(checksum.update(0, data)))
 
     def mark_verified(self, uuid: str) -> None:
         """Record that a reader checked every file of ``uuid``."""
@@ -275,6 +279,17 @@ class CheckpointStore:
         """Local directory of a checkpoint when its storage is local."""
         _check_uuid(uuid)
         return self.storage.local_dir(uuid)
+
+    def local_copy(self, uuid: str) -> Path:
+        """A local folder with the checkpoint's files: its own folder on local storage, else a
+        cached download (reused while its manifest matches). Verify before trusting it."""
+        _check_uuid(uuid)
+        try:
+            return self.storage.materialize(uuid)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                raise CheckpointGone(f"checkpoint {uuid} was deleted before it could be read") from None
+            raise
 
     @contextlib.contextmanager
     def reading(self, uuid: str) -> Iterator[Manifest]:

@@ -11,7 +11,7 @@ from typing import Callable
 
 from ...config import resolve_cache_dir
 from ...paths import TrialPaths, trial_location
-from ...storage import LocalStorage
+from ...storage import open_storage
 from ...tracking import Trial
 from .catalog import CheckpointStore
 
@@ -30,9 +30,5 @@ def trial_store(home: Path, trial: Trial, storage_root: str | None) -> Checkpoin
     """
     derived = TrialPaths(home, trial.experiment, trial.number).checkpoint_location(storage_root)
     location = trial_location(trial.storage, derived, explicit=storage_root is not None, ref=trial.ref)
-    if "://" in location:
-        from ...storage import open_storage  # noqa: PLC0415 - TEMPORARY until the object-store backend lands
-        storage = open_storage(location, cache_dir=resolve_cache_dir(home))
-    else:
-        storage = LocalStorage(location)
+    storage = open_storage(location, cache_dir=resolve_cache_dir(home))
     return CheckpointStore(storage, trial={"experiment": trial.experiment, "trial": trial.number})
