@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated unbroken home, and a real PostgreSQL (a fresh database per test)."""
+"""Shared fixtures: an isolated unbroken home, a real PostgreSQL (a fresh database per test) and a
+real S3-compatible server (a fresh prefix per test)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,21 @@ def pg_url(pg_cluster) -> Iterator[str]:
     url = pg_cluster.create_database()
     yield url
     pg_cluster.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """The S3 server of the session, started by scripts/s3-up.sh and stopped by s3-down.sh
+    (skipped loudly where impossible; fails if $CI is set)."""
+    from s3server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server, monkeypatch) -> str:
+    """A fresh, empty s3:// prefix; the environment points at the server for the test."""
+    s3_server.apply(monkeypatch)
+    return s3_server.fresh_url()
