@@ -16,7 +16,14 @@ their formats; nothing else reads or writes them by name::
 
 The last two are also read by unbroken.init() outside a supervisor (they are user settings too);
 a supervisor always passes the values it resolved, so parent and child agree. ``UNBROKEN_CACHE``
-(where remote checkpoints are downloaded) is a user setting only.
+(where remote checkpoints are downloaded) is a user setting only, and so are the supervisor's::
+
+    UNBROKEN_SPOT            poll a cloud's spot notices: aws, gcp, azure or auto (`unbroken run --spot`)
+    UNBROKEN_SPOT_ENDPOINT   the metadata service's base URL (default http://169.254.169.254)
+    UNBROKEN_CHAIN_LINK      which link of a `slurm submit --chain` job chain this job is (1, 2, ...)
+
+A spot notice's time reaches the child as ``UNBROKEN_DEADLINE`` (of the children started after it;
+a running child gets the preempt signal).
 
 A process is *supervised* when both the trial and the attempt id are set: the supervisor then
 owns the attempt row (it ends it) and holds the trial's writer lease.
@@ -41,6 +48,9 @@ ENV_DEADLINE = "UNBROKEN_DEADLINE"
 ENV_STORAGE = "UNBROKEN_STORAGE"
 ENV_DB = "UNBROKEN_DB"
 ENV_CACHE = "UNBROKEN_CACHE"
+ENV_SPOT = "UNBROKEN_SPOT"
+ENV_SPOT_ENDPOINT = "UNBROKEN_SPOT_ENDPOINT"
+ENV_CHAIN_LINK = "UNBROKEN_CHAIN_LINK"
 
 #: Every variable of the protocol, in the order of the fields of LaunchEnv.
 PROTOCOL_VARIABLES = (ENV_HOME, ENV_EXPERIMENT, ENV_TRIAL, ENV_ATTEMPT, ENV_PREEMPT_SIGNAL, ENV_DEADLINE, ENV_STORAGE,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from waiting import wait_until as _wait_until
+
+sys.path.insert(0, str(Path(__file__).parent))  # helpers of these tests (spotserver)
 
 
 @pytest.fixture
