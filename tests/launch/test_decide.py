@@ -4,7 +4,8 @@ import signal
 
 import pytest
 
-from unbroken.launch.decide import Facts, Policies, classify, decide, made_progress
+from unbroken.launch.decide import EXIT_NO_PROGRESS, Facts, Policies, classify, decide, made_progress
+from unbroken.launch.progress import Ledger, ledger_path, load_ledger, save_ledger
 from unbroken.launch.restart import Outcome, exponential_backoff, max_failures
 
 POLICIES = Policies(max_failures(2), exponential_backoff(1, 8), margin=60)
@@ -86,3 +87,42 @@ def test_slurm_requeue_decision(requeues, max_requeues, expected):
     d = run(Outcome("preempted", exit_code=75), policies=policies, requeues=requeues, stop_reason="signal SIGUSR2")
     assert d.requeue is expected and d.exit_code == 75
     assert ("--max-requeues" in d.message) is (requeues is not None and not expected)
+
+
+# -- no endless requeues ------------------------------------------------------------------------------
+PREEMPTED = Outcome("preempted", exit_code=75)
+
+
+@pytest.mark.parametrize("stalled,requeue", [(0, True), (1, True), (2, True), (3, False), (4, False)])
+def test_requeueing_stops_after_k_allocations_in_a_row_without_progress(stalled, requeue):
+    decision = run(PREEMPTED, requeues=5, stalled=stalled, best_steps=400)
+    assert decision.requeue is requeue
+    if requeue:
+        assert (decision.exit_code, decision.trial_status) == (75, "preempted")
+    else:
+        assert (decision.exit_code, decision.trial_status) == (EXIT_NO_PROGRESS, "failed")
+        assert decision.message.startswith(f"no progress: {stalled} allocations in a row")
+        assert "past step 400" in decision.message and "--max-requeues-without-progress 3" in decision.message
+
+
+def test_no_progress_rule_is_configurable_and_needs_a_requeueing_environment():
+    one = Policies(max_failures(2), exponential_backoff(1, 8), margin=60, max_stalled=1)
+    assert run(PREEMPTED, policies=one, requeues=0, stalled=1).exit_code == EXIT_NO_PROGRESS
+    unlimited = Policies(max_failures(2), exponential_backoff(1, 8), margin=60, max_stalled=None)
+    assert run(PREEMPTED, policies=unlimited, requeues=9, stalled=50).requeue
+    assert run(PREEMPTED, requeues=None, stalled=50).exit_code == 75  # a plain machine never requeues anyway
+    timed_out = run(PREEMPTED, requeues=1, stalled=3, deadline=NOW + 60)
+    assert timed_out.end_reason == "timed_out" and timed_out.trial_status == "failed"
+
+
+def test_ledger_counts_allocations_in_a_row_without_a_newer_checkpoint(tmp_path):
+    ledger = Ledger()
+    for steps, expected in [(50, (50, 0)), (50, (50, 1)), (30, (50, 2)), (-1, (50, 3)), (60, (60, 0))]:
+        ledger = ledger.after(steps)
+        assert (ledger.best_steps, ledger.stalled) == expected
+    path = ledger_path(tmp_path / "logs")
+    assert load_ledger(path) == Ledger()
+    save_ledger(path, Ledger(7, 2))
+    assert load_ledger(path) == Ledger(7, 2)
+    path.write_text("{broken")
+    assert load_ledger(path) == Ledger()

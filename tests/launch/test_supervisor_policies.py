@@ -339,3 +339,37 @@ def test_a_full_index_never_changes_the_outcome_or_the_exit_status(home, plan, s
     sup.tracker.end_attempt = sup.tracker.update_trial = sup.tracker.update_attempt = full  # full from the start
     with pytest.warns(IndexWarning, match="database or disk is full"):
         assert sup.run() == status
+
+
+def test_spot_notice_is_a_stop_forwarded_as_the_preempt_signal(home, capfd):
+    from unbroken.launch.spot import SpotNotice
+    notice = SpotNotice("aws", "terminate", START + 100)
+    sup, clock, spawner = supervise(home, [Plan(runs=1e6, events=[(5.0, lambda s: s._on_notice(notice))])])
+    assert sup.run() == 75
+    assert spawner.children[0].signals == [signal.SIGUSR2] and clock.mono < 5.5  # acted on within a poll
+    trial, attempts = recorded(home)
+    assert attempts[0].end_reason == "preempted" and "spot notice (aws: terminate" in trial.message
+    assert sup._deadline() == START + 100  # children started after it stop by its time
+    assert "asking the command to save and stop" in capfd.readouterr().err
+
+
+def test_allocations_without_progress_stop_the_requeues(home, capfd):
+    class Requeueing(Environment):
+        max_requeues = None
+        requeued = 0
+
+        def requeues(self):
+            return 4
+
+        def requeue(self, reason, log, wait_for_kill):
+            Requeueing.requeued += 1
+
+    codes = []
+    for _ in range(2):  # two allocations in a row that commit no checkpoint
+        sup, _, _ = supervise(home, [Plan(code=75, runs=5.0)], Requeueing(), max_stalled=2)
+        codes.append(sup.run())
+    assert codes == [75, 3] and Requeueing.requeued == 1
+    trial, attempts = recorded(home)
+    assert trial.status == "failed" and trial.message.startswith("no progress: 2 allocations in a row committed no "
+                                                                 "checkpoint (--max-requeues-without-progress 2)")
+    assert [a.end_reason for a in attempts] == ["preempted"] * 2

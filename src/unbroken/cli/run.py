@@ -79,28 +79,42 @@ def _option(param) -> str:
               help="Act as a Slurm job (requeue after a save, stop before the job's end). Default: when $SLURM_JOB_ID is set.")
 @click.option("--max-requeues", type=click.IntRange(min=0), default=None,
               help="Under Slurm: requeue the job at most this many times.")
+@click.option("--max-requeues-without-progress", "max_stalled", type=click.IntRange(min=1), default=3,
+              show_default=True,
+              help="Under Slurm: stop requeueing (exit 3, trial failed) after this many allocations in a row "
+                   "committed no checkpoint past the best one.")
+@click.option("--chain", is_flag=True,
+              help="Under Slurm: do not requeue; a follow-up job continues (set by `unbroken slurm submit --chain`).")
+@click.option("--spot", type=click.Choice(["aws", "gcp", "azure", "auto"]), envvar="UNBROKEN_SPOT", default=None,
+              help="Poll this cloud's spot/preemption notices ($UNBROKEN_SPOT); a notice saves and stops like a "
+                   "signal. 'auto' probes each service once.")
+@click.option("--spot-interval", type=Duration(), default="5s", show_default=True,
+              help="How often to ask the metadata service for a spot notice.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def run_command(ctx, name, fresh, trial, wait_for_trial, slurm, max_requeues, max_restarts, max_total_failures, backoff,
-                backoff_max, grace, preempt_signal, time_limit, margin, reset_after, command):
+def run_command(ctx, name, fresh, trial, wait_for_trial, slurm, max_requeues, max_stalled, chain, spot, spot_interval,
+                max_restarts, max_total_failures, backoff, backoff_max, grace, preempt_signal, time_limit, margin,
+                reset_after, command):
     """Run COMMAND as a trial: stream and log its output, restart it on crashes, resume it.
 
     \b
     Durations: 90 (seconds), 90s, 15m, 11h30m, 1d2h, 2:30:00.
-    Exit status: 0 completed; 75 preempted or time limit (it saved: run again to resume);
-    1 out of restarts, could not start, or the trial is busy; 130 cancelled.
+    Exit status: 0 completed; 75 preempted, spot notice or time limit (it saved: run again to resume);
+    1 out of restarts, could not start, or the trial is busy; 3 gave up requeueing (no progress);
+    130 cancelled.
     """
     stop = restart.max_failures(max_restarts)
     if max_total_failures is not None:
         stop = stop | restart.max_total_failures(max_total_failures)
-    environment = _environment(slurm, max_requeues)
+    environment = _environment(slurm, max_requeues, chain)
     try:
         config = RunConfig(command=list(command), name=name, home=ctx.obj.get("home"), storage=ctx.obj.get("storage"),
                            db=ctx.obj.get("db"),
                            fresh=fresh, trial=trial,
                            stop=stop, wait=restart.exponential_backoff(backoff, max(backoff, backoff_max)),
                            grace=grace, preempt_signal=preempt_signal, time_limit=time_limit, margin=margin,
-                           reset_after=reset_after, wait_for_trial=wait_for_trial)
+                           reset_after=reset_after, wait_for_trial=wait_for_trial, spot=spot,
+                           spot_interval=spot_interval, max_stalled=max_stalled)
         code = Supervisor(config, environment).run()
     except UnbrokenError as exc:
         click.echo(f"unbroken run: {exc}", err=True)
@@ -111,7 +125,7 @@ def run_command(ctx, name, fresh, trial, wait_for_trial, slurm, max_requeues, ma
     sys.exit(code)
 
 
-def _environment(slurm: bool | None, max_requeues: int | None):
+def _environment(slurm: bool | None, max_requeues: int | None, chain: bool = False):
     """The Slurm environment inside a Slurm job (or when forced), else a plain machine."""
     from ..launch.slurm import JobInfo, SlurmEnvironment  # noqa: PLC0415
 
@@ -122,7 +136,7 @@ def _environment(slurm: bool | None, max_requeues: int | None):
         return None
     if job is None:
         raise click.UsageError("--slurm needs to run inside a Slurm job ($SLURM_JOB_ID is not set)")
-    return SlurmEnvironment(job, max_requeues)
+    return SlurmEnvironment(job, max_requeues, chain=chain)
 
 
 def register(group) -> None:

@@ -18,6 +18,11 @@ from ..tracking.status import trial_status_for
 from .restart import Outcome, StopPolicy, WaitPolicy
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
+#: Gave up requeueing: K allocations in a row committed no checkpoint past the best one.
+EXIT_NO_PROGRESS = 3
+#: The default of ``--max-requeues-without-progress``.
+MAX_STALLED_ALLOCATIONS = 3
+
 
 @dataclasses.dataclass(frozen=True)
 class Policies:
@@ -27,6 +32,7 @@ class Policies:
     wait: WaitPolicy
     margin: float = 60.0
     max_requeues: int | None = None  # None: requeue without limit (where requeueing is possible)
+    max_stalled: int | None = MAX_STALLED_ALLOCATIONS  # allocations in a row without progress; None: no limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +43,8 @@ class Facts:
     deadline: float | None = None  # when the job's time runs out: time limit or Slurm end time
     stop_reason: str | None = None  # a stop signal the supervisor received ("signal SIGTERM")
     requeues: int | None = None  # None: cannot requeue here; else how often this job was requeued
+    stalled: int = 0  # allocations in a row, this one included, that committed nothing past the best step
+    best_steps: int = -1  # the newest committed step any allocation of the trial ended with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,11 +117,22 @@ def _preempted(outcome: Outcome, policies: Policies, facts: Facts) -> Decision:
     reason = "time limit" if timed_out else (facts.stop_reason or "the command's own stop request")
     if outcome.exit_code != EXIT_PREEMPTED:
         reason += f"; it ended ({describe(outcome)}) without a final save: it resumes from its newest checkpoint"
+    if facts.requeues is not None and policies.max_stalled is not None and facts.stalled >= policies.max_stalled:
+        return _no_progress(timed_out, policies, facts)
     requeue = facts.requeues is not None and (policies.max_requeues is None or facts.requeues < policies.max_requeues)
     if facts.requeues is not None and not requeue:
         reason += (f"; the job was requeued {facts.requeues} times (--max-requeues {policies.max_requeues}): "
                    "not requeueing again; resubmit to go on")
     return _finish("timed_out" if timed_out else "preempted", EXIT_PREEMPTED, reason, requeue=requeue)
+
+
+def _no_progress(timed_out: bool, policies: Policies, facts: Facts) -> Decision:
+    """Requeueing again would repeat the same work: stop with status "failed" and EXIT_NO_PROGRESS."""
+    best = f" past step {facts.best_steps}" if facts.best_steps >= 0 else ""
+    message = (f"no progress: {facts.stalled} allocations in a row committed no checkpoint{best} "
+               f"(--max-requeues-without-progress {policies.max_stalled}); not requeueing again. Check that "
+               "checkpoints are kept between allocations and that a save fits in the margin, then resubmit")
+    return Decision("finish", "timed_out" if timed_out else "preempted", EXIT_NO_PROGRESS, "failed", message=message)
 
 
 def _finish(end_reason: str, exit_code: int, message: str, requeue: bool = False) -> Decision:

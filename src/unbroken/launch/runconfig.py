@@ -37,18 +37,25 @@ class RunConfig:
     margin: float = 60.0
     reset_after: float | None = None  # an attempt this long counts as progress (own checkpointing)
     wait_for_trial: float = 0.0  # how long to wait for another writer of the trial to end (inf: no limit)
+    spot: str | None = None  # poll spot notices: aws, gcp, azure, auto (None: not at all)
+    spot_interval: float = 5.0  # seconds between two questions to the metadata service
+    max_stalled: int | None = 3  # --max-requeues-without-progress (None: no limit)
 
     def __post_init__(self):
         if not self.command:
             raise ConfigError("unbroken run needs a command: unbroken run -- python train.py")
         for option, value in (("--grace", self.grace), ("--margin", self.margin), ("--time-limit", self.time_limit),
-                              ("--reset-after", self.reset_after)):
+                              ("--reset-after", self.reset_after), ("--spot-interval", self.spot_interval)):
             _check_seconds(option, value)
         if math.isnan(self.wait_for_trial) or self.wait_for_trial < 0:
             raise ConfigError(f"--wait must be 0 or more seconds (or inf), not {self.wait_for_trial!r}")
         if self.time_limit is not None and self.time_limit <= self.margin:
             raise ConfigError(f"--time-limit ({self.time_limit:g} s) must be longer than the save margin "
                               f"({self.margin:g} s), or the job would stop before it starts")
+        if self.spot is not None and self.spot not in ("aws", "gcp", "azure", "auto"):
+            raise ConfigError(f"--spot {self.spot!r}: use one of aws, gcp, azure, auto")
+        if self.max_stalled is not None and self.max_stalled < 1:
+            raise ConfigError(f"--max-requeues-without-progress must be 1 or more, not {self.max_stalled!r}")
         try:
             self.preempt_signal = parse_signal(self.preempt_signal).name
         except ConfigError as exc:

@@ -12,8 +12,15 @@ Exit status of the supervisor (for schedulers and scripts):
   1   gave up: out of restarts, or the command could not be started
   130 cancelled (a second Ctrl-C)
 
-Threads: everything runs on the main thread (signal handlers too); the only other threads are
-the log pumps of :class:`~unbroken.launch.streams.LogTee`.
+  3   gave up requeueing: --max-requeues-without-progress allocations in a row committed nothing new
+
+Spot notices (``--spot``): a :class:`~unbroken.launch.spotwatch.SpotWatcher` polls the cloud's
+metadata service; a notice is a stop request like a signal (the child gets the preempt signal,
+children started later get the notice's time as their deadline).
+
+Threads: everything runs on the main thread (signal handlers too); the other threads are the
+log pumps of :class:`~unbroken.launch.streams.LogTee` and the spot watcher, whose callback only
+stores the notice (the main thread acts on it within ``POLL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from .child import Child, spawn
 from .clock import SYSTEM_CLOCK, Clock
 from .decide import EXIT_CANCELLED, Decision, Facts, Policies, classify, decide, describe, made_progress
 from .environment import Environment
+from .progress import Ledger, ledger_path, load_ledger, save_ledger
+from .spot import SpotNotice
+from .spotwatch import SpotWatcher, spot_watcher
 from .restart import Outcome
 from .runconfig import RunConfig, derive_name
 from .streams import LogTee
@@ -76,7 +86,7 @@ class Supervisor:
                                 storage_of=location_of(self.home, self.name, self.storage_root))
         self.paths = TrialPaths(self.home, self.name, self.trial.number)
         self.store = trial_store(self.home, self.trial, self.storage_root)
-        self.policies = Policies(config.stop, config.wait, config.margin, self.env.max_requeues)
+        self.policies = Policies(config.stop, config.wait, config.margin, self.env.max_requeues, config.max_stalled)
         self.history: list[Outcome] = []
         self._index = GuardedWrites()  # index writes never decide an outcome
         self.lease = WriterLease(self.paths.writer_lock, f"trial {self.trial.ref}")
@@ -89,6 +99,9 @@ class Supervisor:
         self._tee: LogTee | None = None
         self._log_path: Path | None = None
         self._started_wall = clock.time()
+        self._notice: SpotNotice | None = None  # set by the spot watcher's thread, acted on here
+        self._notice_seen = False
+        self._ledger = Ledger()
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -100,10 +113,13 @@ class Supervisor:
             wait = None if math.isinf(self.config.wait_for_trial) else self.config.wait_for_trial
             self.lease.acquire(wait, sleep=self.clock.sleep, clock=self.clock.monotonic)
             previous = self._install_handlers()
+            watcher = self._start_spot_watcher()
             try:
                 self._index("close lost attempts", self.tracker.close_lost_attempts, self.trial.id)
                 return self._loop()
             finally:
+                if watcher is not None:
+                    watcher.stop()
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
                 self.lease.release()
@@ -133,10 +149,13 @@ class Supervisor:
         started = self.clock.monotonic()
         code = self._run_child(attempt.id, attempt.number)
         seconds = self.clock.monotonic() - started
-        progressed = made_progress(steps_before, self._newest_steps(), seconds, self.config.reset_after)
+        steps_after = self._newest_steps()
+        progressed = made_progress(steps_before, steps_after, seconds, self.config.reset_after)
         outcome = classify(code, progressed=progressed, seconds=seconds, stop_requested=self._stop_reason is not None,
                            interrupts=self._interrupts)
         self.history.append(outcome)
+        if outcome.kind == "preempted" and self.env.requeues() is not None:
+            self._count_allocation(steps_after)
         decision = decide(outcome, self.history, self.policies, self._facts())
         self._index("end the attempt", self.tracker.end_attempt, attempt.id, decision.end_reason,
                     exit_code=outcome.exit_code, signal=outcome.signal, message=describe(outcome))
@@ -178,6 +197,7 @@ class Supervisor:
             code = self._child.wait(POLL_SECONDS)
             if code is not None:
                 return code
+            self._act_on_notice()
             if self._kill_at is not None and self.clock.monotonic() >= self._kill_at:
                 self._say(f"unbroken: the command did not stop within {self.config.grace:g} s; killing it")
                 self._child.kill_group()
@@ -193,7 +213,7 @@ class Supervisor:
         self._index("update the trial", self.tracker.update_trial, self.trial.id, status=decision.trial_status,
                     message=_trial_message(decision))
         where = f" [log: {self._log_path}]" if self._log_path else ""
-        if decision.end_reason in ("preempted", "timed_out"):
+        if decision.trial_status == "preempted":
             self._say(f"unbroken: trial {self.trial.ref} stopped ({decision.message}); run the same command again "
                       f"to resume{where}")
         else:
@@ -202,7 +222,42 @@ class Supervisor:
 
     def _facts(self) -> Facts:
         return Facts(now=self.clock.time(), deadline=self._deadline(), stop_reason=self._stop_reason,
-                     requeues=self.env.requeues())
+                     requeues=self.env.requeues(), stalled=self._ledger.stalled, best_steps=self._ledger.best_steps)
+
+    def _count_allocation(self, steps_after: int) -> None:
+        """This allocation ends (preempted, requeueable): update the trial's progress ledger."""
+        path = ledger_path(self.paths.logs)
+        self._ledger = load_ledger(path).after(steps_after)
+        try:
+            save_ledger(path, self._ledger)
+        except OSError as exc:
+            self._say(f"unbroken: cannot record progress in {path}: {exc}")
+
+    # -- spot notices --------------------------------------------------------------------------
+    def _start_spot_watcher(self) -> SpotWatcher | None:
+        if self.config.spot is None:
+            return None
+        watcher = spot_watcher(self.config.spot, self._on_notice, interval=self.config.spot_interval,
+                               clock=self.clock, log=self._say_threadsafe)
+        watcher.start()
+        return watcher
+
+    def _on_notice(self, notice: SpotNotice) -> None:
+        """The watcher's thread: only store the notice; :meth:`_act_on_notice` (main thread) acts."""
+        self._notice = notice
+
+    def _act_on_notice(self) -> None:
+        """Main thread: a new spot notice becomes a stop request, passed on as the preempt signal."""
+        notice = self._notice
+        if notice is None or self._notice_seen:
+            return
+        self._notice_seen = True
+        left = notice.deadline - self.clock.time()
+        self._say(f"unbroken: {notice.describe()}, {left:.0f} s from now; asking the command to save and stop")
+        if self._stop_reason is None:
+            self._stop_reason = notice.describe()
+        if self._child is not None and self._kill_at is None:
+            self._forward(self._stop_signal)
 
     # -- signals -------------------------------------------------------------------------------
     def _install_handlers(self) -> dict:
@@ -236,10 +291,11 @@ class Supervisor:
         return self._signals != seen
 
     def _sleep_unless_stopped(self, seconds: float) -> bool:
-        """Sleep ``seconds`` unless a stop arrives; True if one did."""
+        """Sleep ``seconds`` unless a stop (or a spot notice) arrives; True if one did."""
         end = self.clock.monotonic() + seconds
         while self._stop_reason is None and self.clock.monotonic() < end:
             self.clock.sleep(min(0.1, max(0.0, end - self.clock.monotonic())))
+            self._act_on_notice()
         return self._stop_reason is not None
 
     # -- helpers -------------------------------------------------------------------------------
@@ -250,12 +306,18 @@ class Supervisor:
                          deadline=None if deadline is None else deadline - self.config.margin)
 
     def _deadline(self) -> float | None:
-        """When the job's time runs out: the environment's end (Slurm), else the time limit."""
+        """When the job's time runs out: the environment's end (Slurm), else the time limit; a spot
+        notice's time when that is earlier."""
         limit = None if self.config.time_limit is None else self._started_wall + self.config.time_limit
-        return self.env.deadline() or limit
+        ends = [t for t in (self.env.deadline() or limit, self._notice and self._notice.deadline) if t]
+        return min(ends, default=None)
 
     def _newest_steps(self) -> int:
         return max((m.steps_completed for m in self.store.list()), default=-1)
+
+    def _say_threadsafe(self, text: str) -> None:
+        """A message from another thread: to stderr only (the log tee belongs to the main thread)."""
+        print(text, file=sys.stderr, flush=True)
 
     def _say(self, text: str) -> None:
         """A supervisor message: to stderr and the current (or last) attempt log."""
@@ -269,4 +331,4 @@ class Supervisor:
 
 
 def _trial_message(decision: Decision) -> str:
-    return f"stopped: {decision.message}" if decision.end_reason in ("preempted", "timed_out") else decision.message
+    return f"stopped: {decision.message}" if decision.trial_status == "preempted" else decision.message
