@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from unbroken.checkpoint.format import checksum
 from unbroken.checkpoint.format import manifest
 from unbroken.checkpoint.format.manifest import FileEntry, Manifest
-from unbroken.config import FORMAT_VERSION
+from unbroken.checkpoint.format.manifest import PLAIN_FORMAT_VERSION, READABLE_VERSION
 from unbroken.errors import CorruptCheckpoint, UnsafePathError, UnsupportedFormatVersion
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -53,7 +53,7 @@ def test_round_trip_keeps_every_field():
     assert parsed.uuid == "u-1" and parsed.steps_completed == 42 and parsed.needs_pickle is True
     assert parsed.trial == {"experiment": "e", "number": 1}
     assert parsed.metadata == {"metrics": {"loss": 0.5}, "note": "hi"}
-    assert parsed.format_version == FORMAT_VERSION
+    assert parsed.format_version == PLAIN_FORMAT_VERSION
     assert [f.path for f in parsed.files] == ["a/b.json", "z.bin"]  # sorted by path
     assert parsed.size == 10
 
@@ -138,12 +138,12 @@ def test_every_single_byte_flip_is_caught():
 
 def test_a_newer_format_is_unsupported_not_corrupt():
     body = body_of(sample())
-    body["format_version"] = FORMAT_VERSION + 1
+    body["format_version"] = READABLE_VERSION + 1
     with pytest.raises(UnsupportedFormatVersion) as info:
         manifest.parse(seal(body))
     assert not isinstance(info.value, CorruptCheckpoint)
     assert str(info.value) == (f"checkpoint {body['uuid']} was written by a newer unbroken "
-                               f"(format {FORMAT_VERSION + 1} > {FORMAT_VERSION}): upgrade unbroken to read it")
+                               f"(format {READABLE_VERSION + 1} > {READABLE_VERSION}): upgrade unbroken to read it")
     # Its checksum scheme may differ: the version is judged before the checksum.
     body["manifest_crc32c"] = "00000000"
     with pytest.raises(UnsupportedFormatVersion, match="upgrade unbroken"):
@@ -291,7 +291,7 @@ def test_mutated_manifests_raise_only_corrupt_checkpoint(data):
 @given(st.dictionaries(st.text(max_size=12), json_values, max_size=6))
 def test_arbitrary_json_objects_raise_only_corrupt_checkpoint(obj):
     obj.setdefault("format", "unbroken-checkpoint")
-    obj.setdefault("format_version", FORMAT_VERSION)
+    obj.setdefault("format_version", PLAIN_FORMAT_VERSION)
     for data in (json.dumps(obj, allow_nan=True).encode(), seal(obj)):
         only_corrupt(data)
 
@@ -317,3 +317,43 @@ def test_build_parse_round_trip(steps, files, metadata):
     parsed = manifest.parse(m.to_bytes(), expected_uuid=m.uuid)
     assert parsed == m
     assert {f.path for f in parsed.files} == set(files)
+
+
+# -- references (incremental checkpoints, format 2) ------------------------------------------------
+def _ref(**kw):
+    from unbroken.checkpoint.format.manifest import FileRef
+    return FileRef(**{"uuid": "base", "path": "tensors.safetensors", "size": 10, "crc32c": "0000abcd",
+                      "tensors": ("a", "b"), **kw})
+
+
+def test_a_manifest_with_references_is_format_2_and_round_trips():
+    built = manifest.build(3, [FileEntry("state.json", 2, "00000001")], {}, refs=[_ref()])
+    assert built.format_version == manifest.REFS_FORMAT_VERSION
+    parsed = manifest.parse(built.to_bytes())
+    assert parsed == built and parsed.ref_uuids == {"base"} and parsed.referenced_size == 10
+    plain = manifest.build(3, [FileEntry("state.json", 2, "00000001")], {})
+    assert plain.format_version == PLAIN_FORMAT_VERSION and b"refs" not in plain.to_bytes()
+
+
+@pytest.mark.parametrize("bad", [
+    {"uuid": "../x"}, {"uuid": ""}, {"path": "/etc/passwd"}, {"crc32c": "xyz"}, {"size": -1},
+    {"tensors": ("a", "a")},
+])
+def test_invalid_references_are_refused(bad):
+    built = manifest.build(3, [], {}, refs=[_ref()])
+    body = body_of(built)
+    body["refs"][0].update({k: list(v) if isinstance(v, tuple) else v for k, v in bad.items()})
+    with pytest.raises(CorruptCheckpoint):
+        manifest.parse(seal(body))
+
+
+def test_references_in_a_format_1_manifest_or_to_itself_are_refused():
+    built = manifest.build(3, [], {}, refs=[_ref()])
+    body = body_of(built)
+    body["format_version"] = PLAIN_FORMAT_VERSION
+    with pytest.raises(CorruptCheckpoint, match="refs"):
+        manifest.parse(seal(body))
+    body = body_of(built)
+    body["refs"][0]["uuid"] = body["uuid"]
+    with pytest.raises(CorruptCheckpoint, match="its own"):
+        manifest.parse(seal(body))

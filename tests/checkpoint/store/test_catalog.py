@@ -475,13 +475,13 @@ def test_a_checkpoint_another_writer_added_is_seen_after_its_folder_changed(tmp_
 def test_a_checkpoint_of_a_newer_format_is_listed_as_a_problem_but_never_called_corrupt(store, root):
     import json as json_mod
 
-    from unbroken.config import FORMAT_VERSION
+    from unbroken.checkpoint.format.manifest import READABLE_VERSION
 
     uuids = three_checkpoints(store)
     path = root / uuids[-1] / MANIFEST
     body = json_mod.loads(path.read_bytes())
     body.pop("manifest_crc32c")
-    body["format_version"] = FORMAT_VERSION + 1
+    body["format_version"] = READABLE_VERSION + 1
     body["manifest_crc32c"] = manifest_mod._body_crc(body)
     path.write_bytes(json_mod.dumps(body).encode())
     reader = fresh_store(root)

@@ -133,3 +133,22 @@ def test_to_delete_is_the_complement_of_kept_and_protected(cks, policy, data):
     assert not set(doomed) & protected
     assert set(doomed) == set(uuids) - kept - protected
     assert doomed == [u for u in uuids if u in set(doomed)]  # input order kept
+
+
+# -- references between incremental checkpoints ---------------------------------------------------
+def _with_refs(uuid: str, steps: int, *refs: str):
+    from unbroken.checkpoint.format.manifest import FileEntry, FileRef, Manifest
+    return Manifest(uuid, steps, (FileEntry("state.json", 1, "00000000"),), {}, float(steps),
+                    refs=tuple(FileRef(r, "tensors.safetensors", 8, "00000000", ("t",)) for r in refs))
+
+
+def test_spare_referenced_keeps_what_staying_checkpoints_need_transitively():
+    from unbroken.checkpoint.store.references import referrers, spare_referenced
+    a, b, c, d = _with_refs("a", 1), _with_refs("b", 2, "a"), _with_refs("c", 3, "b"), _with_refs("d", 4)
+    known = [a, b, c, d]
+    # c stays and needs b, which needs a: nothing of a, b may go.
+    assert spare_referenced([a, b], known) == []
+    # c goes too: a and b are free.
+    assert [m.uuid for m in spare_referenced([a, b, c], known)] == ["a", "b", "c"]
+    assert [m.uuid for m in spare_referenced([a, d], known)] == ["d"]
+    assert referrers("a", known) == ["b"] and referrers("d", known) == []

@@ -4,6 +4,14 @@ A manifest lists every file of its checkpoint with size and CRC32C, names the ch
 (uuid, ``steps_completed``, trial) and carries the user's metadata. It also carries a
 checksum of its own canonical JSON, so a flipped byte anywhere in it is caught. Paths are
 relative POSIX paths that stay inside the checkpoint directory; anything else is refused.
+
+Incremental checkpoints (format 2): ``refs`` lists files of *earlier* checkpoints that this one
+uses instead of writing the same bytes again, each by the uuid of the checkpoint that holds the
+file, its path there, and its size and CRC32C (what the reader checks, whatever the other
+manifest says), plus the tensors used from it. A reference always names the checkpoint that
+holds the bytes in its own ``files``, never another reference. Manifests without references
+are written as format 1, so every reader keeps reading them; a format-1 reader refuses a
+format-2 manifest (:class:`UnsupportedFormatVersion`) instead of restoring half a state.
 """
 
 from __future__ import annotations
@@ -20,6 +28,12 @@ from ...errors import CorruptCheckpoint, UnsafePathError, UnsupportedFormatVersi
 from . import checksum
 
 FORMAT_NAME = "unbroken-checkpoint"
+#: The format of manifests without ``refs``: every unbroken reads them.
+PLAIN_FORMAT_VERSION = 1
+#: The format of manifests with ``refs`` (incremental checkpoints).
+REFS_FORMAT_VERSION = 2
+#: The newest format this unbroken reads (``config.FORMAT_VERSION`` should say the same).
+READABLE_VERSION = max(FORMAT_VERSION, REFS_FORMAT_VERSION)
 #: Largest MANIFEST.json accepted (read it with ``store.verify.read_small_file(path, MAX_MANIFEST_BYTES)``).
 MAX_MANIFEST_BYTES = 64 << 20
 
@@ -34,6 +48,27 @@ class FileEntry:
 
 
 @dataclasses.dataclass(frozen=True)
+class FileRef:
+    """A file of an earlier checkpoint that this one uses: held by checkpoint ``uuid`` at ``path``,
+    ``size`` bytes with CRC32C ``crc32c`` (checked on every read); ``tensors``: the names used from it."""
+
+    uuid: str
+    path: str
+    size: int
+    crc32c: str
+    tensors: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"uuid": self.uuid, "path": self.path, "size": self.size, "crc32c": self.crc32c,
+                "tensors": list(self.tensors)}
+
+    @property
+    def entry(self) -> FileEntry:
+        """The file as an entry of the checkpoint that holds it (for verify.open_entry)."""
+        return FileEntry(self.path, self.size, self.crc32c)
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     """The self-description of one committed checkpoint."""
 
@@ -44,12 +79,23 @@ class Manifest:
     created_at: float
     trial: dict[str, Any] | None = None
     needs_pickle: bool = False
-    format_version: int = FORMAT_VERSION
+    format_version: int = PLAIN_FORMAT_VERSION
+    refs: tuple[FileRef, ...] = ()
 
     @property
     def size(self) -> int:
-        """Total size of the checkpoint's files (the manifest excluded)."""
+        """Total size of the checkpoint's own files (the manifest and referenced files excluded)."""
         return sum(f.size for f in self.files)
+
+    @property
+    def referenced_size(self) -> int:
+        """Total size of the earlier checkpoints' files this one uses."""
+        return sum(r.size for r in self.refs)
+
+    @property
+    def ref_uuids(self) -> frozenset[str]:
+        """The checkpoints this one needs besides itself."""
+        return frozenset(r.uuid for r in self.refs)
 
     def to_bytes(self) -> bytes:
         body = self._body()
@@ -67,6 +113,7 @@ class Manifest:
             "needs_pickle": self.needs_pickle,
             "metadata": self.metadata,
             "files": [dataclasses.asdict(f) for f in self.files],
+            **({"refs": [r.to_json() for r in self.refs]} if self.refs else {}),
         }
 
 
@@ -75,8 +122,12 @@ def new_uuid() -> str:
 
 
 def build(steps_completed: int, files: list[FileEntry], metadata: dict[str, Any], *,
-          uuid: str | None = None, trial: dict | None = None, needs_pickle: bool = False) -> Manifest:
-    """Make a manifest, checking every argument (raises CorruptCheckpoint/UnsafePathError)."""
+          uuid: str | None = None, trial: dict | None = None, needs_pickle: bool = False,
+          refs: list[FileRef] | tuple[FileRef, ...] = ()) -> Manifest:
+    """Make a manifest, checking every argument (raises CorruptCheckpoint/UnsafePathError).
+
+    With ``refs`` the manifest is format 2 (readers older than incremental checkpoints refuse it).
+    """
     manifest = Manifest(
         uuid=uuid or new_uuid(),
         steps_completed=steps_completed,
@@ -85,6 +136,8 @@ def build(steps_completed: int, files: list[FileEntry], metadata: dict[str, Any]
         created_at=time.time(),
         trial=trial,
         needs_pickle=needs_pickle,
+        format_version=REFS_FORMAT_VERSION if refs else PLAIN_FORMAT_VERSION,
+        refs=tuple(sorted(refs, key=lambda r: (r.uuid, r.path))),
     )
     # A round trip through the parser applies exactly the checks readers will apply.
     parse(manifest.to_bytes())
@@ -107,12 +160,12 @@ def parse(data: bytes, *, expected_uuid: str | None = None) -> Manifest:
     if body.get("format") != FORMAT_NAME:
         raise CorruptCheckpoint(f"manifest format is {body.get('format')!r}, expected {FORMAT_NAME!r}")
     version = _field(body, "format_version", int)
-    if version > FORMAT_VERSION:
+    if version > READABLE_VERSION:
         # Checked before the checksum: a newer format may checksum itself differently.
         name = body.get("uuid") if isinstance(body.get("uuid"), str) else expected_uuid
         raise UnsupportedFormatVersion(
             f"checkpoint {name or '(unnamed)'} was written by a newer unbroken "
-            f"(format {version} > {FORMAT_VERSION}): upgrade unbroken to read it"
+            f"(format {version} > {READABLE_VERSION}): upgrade unbroken to read it"
         )
     if stored_crc != _body_crc(body):
         raise CorruptCheckpoint("manifest checksum does not match its content")
@@ -125,11 +178,14 @@ def parse(data: bytes, *, expected_uuid: str | None = None) -> Manifest:
         trial=body.get("trial") if isinstance(body.get("trial"), dict) else None,
         needs_pickle=bool(body.get("needs_pickle", False)),
         format_version=version,
+        refs=_parse_refs(body.get("refs"), version),
     )
     if manifest.steps_completed < 0:
         raise CorruptCheckpoint("manifest has a negative steps_completed")
     if len({f.path for f in manifest.files}) != len(manifest.files):
         raise CorruptCheckpoint("manifest lists a file twice")
+    if manifest.uuid in manifest.ref_uuids:
+        raise CorruptCheckpoint("manifest refers to a file of its own checkpoint")
     if expected_uuid is not None and manifest.uuid != expected_uuid:
         raise CorruptCheckpoint(f"manifest names uuid {manifest.uuid}, but its directory is {expected_uuid}")
     return manifest
@@ -160,6 +216,25 @@ def _parse_file(raw: Any) -> FileEntry:
     if size < 0:
         raise CorruptCheckpoint("manifest file entry has a negative size")
     return FileEntry(path=check_relpath(raw.get("path")), size=size, crc32c=crc)
+
+
+def _parse_refs(raw: Any, version: int) -> tuple[FileRef, ...]:
+    if raw is None:
+        return ()
+    if version < REFS_FORMAT_VERSION or not isinstance(raw, list) or not raw:
+        raise CorruptCheckpoint(f"manifest field 'refs' is invalid for format {version}")
+    refs = []
+    for item in raw:
+        entry = _parse_file(item)
+        uuid, tensors = _field(item, "uuid", str), _field(item, "tensors", list)
+        if not uuid or "/" in uuid or "\\" in uuid or uuid.startswith("."):
+            raise CorruptCheckpoint(f"manifest refers to an invalid checkpoint id {uuid!r}")
+        if not all(isinstance(t, str) for t in tensors) or len(set(tensors)) != len(tensors):
+            raise CorruptCheckpoint("manifest reference lists tensors that are not distinct strings")
+        refs.append(FileRef(uuid, entry.path, entry.size, entry.crc32c, tuple(tensors)))
+    if len({(r.uuid, r.path) for r in refs}) != len(refs):
+        raise CorruptCheckpoint("manifest refers to a file twice")
+    return tuple(refs)
 
 
 def _field(body: dict, key: str, kind):

@@ -30,51 +30,64 @@ own ``load_state_dict`` does.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import os
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ...errors import CorruptCheckpoint, StorageError, TensorFileError
+from ...errors import CheckpointGone, CorruptCheckpoint, StorageError, TensorFileError
 from ..format import arrays
 from ..format import checksum
 from ..format import tensorfile
 from .hostmem import HostBuffer
+from .pieces import FILL_CHUNK, READ_CHUNK, Piece, fill, read_pieces
 from ..format.manifest import FileEntry
 from ..format.tensorfile import Header, TensorEntry
 from ..store import verify
 
-#: Bytes per read of the verifying pass (16 MiB reads, each checksummed at once, read a cold
-#: file as fast as ``dd bs=16M`` on the machines measured; explicit POSIX_FADV_WILLNEED
-#: prefetching made it 2x slower there, so only POSIX_FADV_SEQUENTIAL is given).
-READ_CHUNK = 16 << 20
-#: Bytes per preadv call of the filling pass.
-FILL_CHUNK = 64 << 20
-#: Threads of the filling pass (a copy from the page cache per thread, GIL released).
-FILL_THREADS = 4
-_MAX_IOV = 512
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One tensor file a restore reads: held by checkpoint ``uuid`` in ``directory``, checked against
+    ``entry`` (size, CRC32C). ``names``: the tensors taken from it (None: all of them, and the file
+    must hold nothing else the tree does not need); ``user``: the checkpoint that refers to it, if
+    it is not its own file (an incremental checkpoint's reference)."""
+
+    directory: Path
+    uuid: str
+    entry: FileEntry
+    names: frozenset[str] | None = None
+    user: str | None = None
+
+    @property
+    def label(self) -> str:
+        own = f"checkpoint {self.uuid}: file {self.entry.path}"
+        return own if self.user is None else f"checkpoint {self.user} uses {own}"
 
 
 @dataclasses.dataclass
-class _Piece:
-    offset: int               # in the file
-    dest: np.ndarray | None   # uint8 destination (None: only checksummed, through the bounce buffer)
-    nbytes: int
+class _File:
+    """A source being read: its descriptor, header, and the tensors selected from it."""
+
+    source: Source
+    fd: int
+    header: Header
+    header_bytes: bytes
+    selected: list[TensorEntry]
 
 
 class Loaded:
-    """The tensors of a verified file: ``tensor_of(uuid)`` gives the decoder its ``tensor(key, kind)``.
+    """The tensors of verified files: ``tensor_of(uuid)`` gives the decoder its ``tensor(key, kind)``.
 
     Tensors read in place are returned as the very objects that were given as targets.
     """
 
-    def __init__(self, header: Header, targets: dict[str, Any], fresh: HostBuffer | None,
+    def __init__(self, entries: dict[str, TensorEntry], targets: dict[str, Any], fresh: HostBuffer | None,
                  fresh_offsets: dict[str, int]):
-        self.header = header
-        self._by_name = header.by_name
+        self._by_name = entries
         self._targets = targets
         self._fresh, self._fresh_offsets = fresh, fresh_offsets
 
@@ -98,87 +111,144 @@ class Loaded:
 
 
 def read_tensors(directory: Path, uuid: str, entry: FileEntry | None, targets: dict[str, Any],
-                 needed: dict[str, str] | None = None, before_fill: Callable[[Loaded], Any] | None = None
-                 ) -> Loaded:
-    """Read and verify the tensor file of ``directory`` described by the manifest ``entry``.
+                 needed: dict[str, str] | None = None, before_fill: Callable[[Loaded], Any] | None = None,
+                 refs: list[Source] | tuple[Source, ...] = ()) -> Loaded:
+    """Read and verify the tensor file of ``directory`` described by the manifest ``entry``, and
+    the files of earlier checkpoints it refers to (``refs``: an incremental checkpoint).
 
     ``targets`` maps tensor keys to existing tensors or arrays the bytes may be read into; one
     is used only if its dtype and shape match the file and its memory is a plain writable
-    host block that overlaps no other target; target bytes are written only once the whole
-    file verified. ``needed`` maps the keys the state tree refers to to their kind
-    (``"numpy"``/``"torch"``): the file must then hold exactly these tensors, loadable as that
-    kind, with a header no larger than they need -- all checked before any memory is
-    allocated, so a hostile file costs no more memory than the state it claims to hold.
-    ``before_fill(loaded)`` runs once the whole file verified and before any byte is written
-    into a target (in-place tensors are then the targets, not yet filled; the others hold
-    their verified values): if it raises, no target has changed. Raises :class:`CorruptCheckpoint` (no target changed) when the file does not match the
-    manifest or the tree, :class:`~unbroken.errors.CheckpointGone` when the checkpoint was
-    deleted under the reader.
+    host block that overlaps no other target; target bytes are written only once every file
+    verified. ``needed`` maps the keys the state tree refers to to their kind
+    (``"numpy"``/``"torch"``): the files must then hold exactly these tensors (a referenced file
+    at least those taken from it), loadable as that kind, with a header no larger than they
+    need -- all checked before any memory is allocated, so a hostile file costs no more memory
+    than the state it claims to hold. ``before_fill(loaded)`` runs once every file verified and
+    before any byte is written into a target (in-place tensors are then the targets, not yet
+    filled; the others hold their verified values): if it raises, no target has changed.
+    Raises :class:`CorruptCheckpoint` (no target changed) when a file does not match its entry,
+    the tree, or is missing (a referenced one included), :class:`~unbroken.errors.CheckpointGone`
+    when the checkpoint itself was deleted under the reader. Training thread; blocks for the reads.
     """
-    if entry is None:
-        if needed:
-            raise CorruptCheckpoint(f"checkpoint {uuid}: the state refers to tensors, but there is no tensor file")
-        loaded = Loaded(tensorfile.Header((), 0, {}), {}, None, {})
-        if before_fill is not None:
-            before_fill(loaded)
-        return loaded
-    with verify.opened(directory, uuid, entry) as fd:
-        return _read(fd, uuid, entry, targets, needed, before_fill)
+    sources = ([Source(Path(directory), uuid, entry)] if entry is not None else []) + list(refs)
+    if not sources and needed:
+        raise CorruptCheckpoint(f"checkpoint {uuid}: the state refers to tensors, but there is no tensor file")
+    borrowed = {n for r in refs for n in (r.names or ())}
+    own = {k: v for k, v in needed.items() if k not in borrowed} if needed is not None else None
+    with contextlib.ExitStack() as stack:
+        files = [_open(stack, source, own if source.names is None else None) for source in sources]
+        if needed is not None:
+            _check_union(files, needed, uuid)
+        return _read(files, targets, before_fill)
 
 
-def _read(fd: int, uuid: str, entry: FileEntry, targets: dict[str, Any], needed: dict[str, str] | None,
-          before_fill: Callable[[Loaded], Any] | None) -> Loaded:
-    label = f"checkpoint {uuid}: file {entry.path}"
+def _open(stack: contextlib.ExitStack, source: Source, needed: dict[str, str] | None) -> _File:
+    """Open a source and read its header (which must hold exactly ``needed`` when given)."""
+    try:
+        fd = stack.enter_context(verify.opened(source.directory, source.uuid, source.entry))
+    except CheckpointGone:
+        if source.user is None:
+            raise
+        raise CorruptCheckpoint(f"{source.label}, which was deleted") from None
+    except CorruptCheckpoint as exc:
+        if source.user is None:
+            raise
+        raise CorruptCheckpoint(f"checkpoint {source.user} uses a file of checkpoint {source.uuid}: {exc}") from None
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    header, header_bytes = _header(fd, uuid, entry, needed)
-    in_place, fresh_offsets, fresh_size = _plan(header, targets)
+    header, header_bytes = _header(fd, source, needed)
+    selected = [e for e in header.entries if source.names is None or e.name in source.names]
+    if source.names is not None and len(selected) != len(source.names):
+        missing = sorted(source.names - {e.name for e in selected})[:3]
+        raise CorruptCheckpoint(f"{source.label} does not hold the tensors taken from it: {missing}")
+    return _File(source, fd, header, header_bytes, selected)
+
+
+def _check_union(files: list[_File], needed: dict[str, str], uuid: str) -> None:
+    """The own file and the references together hold each needed tensor exactly once."""
+    taken: dict[str, str] = {}
+    for f in files:
+        for e in f.selected:
+            if e.name in taken:
+                raise CorruptCheckpoint(f"checkpoint {uuid}: tensor {e.name!r} is in two files")
+            taken[e.name] = e.dtype
+    missing = sorted(needed.keys() - taken.keys())[:3]
+    if missing:
+        raise CorruptCheckpoint(f"checkpoint {uuid}: the state refers to tensors no file holds: {missing}")
+    for name, dtype in taken.items():
+        if not arrays.loadable(dtype, needed.get(name, "")):
+            raise TensorFileError(f"checkpoint {uuid}: tensor {name!r} of dtype {dtype} cannot be loaded "
+                                  f"as {needed.get(name)}")
+
+
+def _read(files: list[_File], targets: dict[str, Any], before_fill: Callable[[Loaded], Any] | None) -> Loaded:
+    """Verify every file (pass 1), then ``before_fill``, then fill the targets (pass 2)."""
+    in_place, fresh_offsets, fresh_size = _plan([e for f in files for e in f.selected], targets)
     fresh = HostBuffer(fresh_size) if fresh_size else None
-    verify_pieces: list[_Piece] = []  # pass 1: every byte of the data section, in file order
-    fill: list[_Piece] = []           # pass 2: the bytes of existing tensors
-    for e in header.entries:
-        file_at = header.data_start + e.begin
-        for a in range(0, e.nbytes, READ_CHUNK):
-            b = min(a + READ_CHUNK, e.nbytes)
-            if e.name in in_place:
-                verify_pieces.append(_Piece(file_at + a, None, b - a))
-            else:
-                start = fresh_offsets[e.name]
-                verify_pieces.append(_Piece(file_at + a, fresh.region(start + a, start + b), b - a))
-        if e.name in in_place:
-            memory = in_place[e.name][1]
-            for a in range(0, e.nbytes, FILL_CHUNK):
-                b = min(a + FILL_CHUNK, e.nbytes)
-                fill.append(_Piece(file_at + a, memory[a:b], b - a))
-    bounce = HostBuffer(READ_CHUNK) if fill else None
-    crc = _read_pieces(fd, label, verify_pieces, bounce, checksum.update(0, header_bytes))
-    verify.check_entry(uuid, entry, entry.size, checksum.to_hex(crc))
-    loaded = Loaded(header, {k: v[0] for k, v in in_place.items()}, fresh, fresh_offsets)
+    fills: list[list[Piece]] = []
+    for f in files:
+        verify_pieces, fill_pieces = _pieces(f, in_place, fresh, fresh_offsets)
+        bounce = HostBuffer(READ_CHUNK) if any(p.dest is None for p in verify_pieces) else None
+        crc = read_pieces(f.fd, f.source.label, verify_pieces, bounce, checksum.update(0, f.header_bytes), READ_CHUNK)
+        _check_crc(f.source, checksum.to_hex(crc))
+        fills.append(fill_pieces)
+    entries = {e.name: e for f in files for e in f.selected}
+    loaded = Loaded(entries, {k: v[0] for k, v in in_place.items()}, fresh, fresh_offsets)
     if before_fill is not None:
         before_fill(loaded)
-    _fill(fd, label, fill)
+    for f, fill_pieces in zip(files, fills):
+        fill(f.fd, f.source.label, fill_pieces)
     return loaded
 
 
-def _header(fd: int, uuid: str, entry: FileEntry, needed: dict[str, str] | None) -> tuple[Header, bytes]:
+def _check_crc(source: Source, crc: str) -> None:
+    try:
+        verify.check_entry(source.uuid, source.entry, source.entry.size, crc)
+    except CorruptCheckpoint as exc:
+        if source.user is None:
+            raise
+        raise CorruptCheckpoint(f"checkpoint {source.user} uses a file of {exc}") from None
+
+
+def _pieces(f: _File, in_place: dict[str, tuple[Any, np.ndarray]], fresh: HostBuffer | None,
+            fresh_offsets: dict[str, int]) -> tuple[list[Piece], list[Piece]]:
+    """Pass 1 pieces (every data byte, in file order) and pass 2 pieces (the in-place tensors)."""
+    verify_pieces: list[Piece] = []
+    fill_pieces: list[Piece] = []
+    selected = {e.name for e in f.selected}
+    for e in f.header.entries:
+        file_at = f.header.data_start + e.begin
+        fresh_at = fresh_offsets.get(e.name) if e.name in selected else None
+        for a in range(0, e.nbytes, READ_CHUNK):
+            b = min(a + READ_CHUNK, e.nbytes)
+            dest = fresh.region(fresh_at + a, fresh_at + b) if fresh_at is not None else None
+            verify_pieces.append(Piece(file_at + a, dest, b - a))
+        if e.name in in_place and e.name in selected:
+            memory = in_place[e.name][1]
+            for a in range(0, e.nbytes, FILL_CHUNK):
+                b = min(a + FILL_CHUNK, e.nbytes)
+                fill_pieces.append(Piece(file_at + a, memory[a:b], b - a))
+    return verify_pieces, fill_pieces
+
+
+def _header(fd: int, source: Source, needed: dict[str, str] | None) -> tuple[Header, bytes]:
     """Read and check the header, then against ``needed``; return it and its bytes.
 
     A malformed header is reported as what it most likely is: if the file fails its checksum,
     that (CorruptCheckpoint); else the header's fault (TensorFileError). A well-formed header
     that disagrees with the state tree is refused at once, before any data is read.
     """
-    label = f"checkpoint {uuid}: file {entry.path}"
+    entry, label = source.entry, source.label
     try:
         first = _pread_exact(fd, label, 8, 0) if entry.size >= 8 else b""
         limit = tensorfile.MAX_HEADER if needed is None else tensorfile.max_header_size(needed)
         header_bytes = first + _pread_exact(fd, label, tensorfile.header_length(first, entry.size, limit), 8)
         header = tensorfile.parse_header(header_bytes, entry.size)
     except TensorFileError as exc:
-        crc = verify.stream_crc(fd, entry.size, label=label)
-        verify.check_entry(uuid, entry, entry.size, checksum.to_hex(crc))
-        raise TensorFileError(f"checkpoint {uuid}: {entry.path}: {exc}") from None
+        _check_crc(source, checksum.to_hex(verify.stream_crc(fd, entry.size, label=label)))
+        raise TensorFileError(f"{label}: {exc}") from None
     if needed is not None:
-        _check_needed(header, needed, f"checkpoint {uuid}: {entry.path}")
+        _check_needed(header, needed, label)
     return header, header_bytes
 
 
@@ -208,14 +278,14 @@ def _pread_exact(fd: int, label: str, n: int, offset: int) -> bytes:
         raise StorageError(exc.errno, f"cannot read {label}: {exc}") from exc
 
 
-def _plan(header: Header, targets: dict[str, Any]) -> tuple[dict[str, tuple[Any, np.ndarray]], dict[str, int], int]:
+def _plan(entries: list[TensorEntry], targets: dict[str, Any]) -> tuple[dict[str, tuple[Any, np.ndarray]], dict[str, int], int]:
     """Choose each tensor's destination: ``(in_place, fresh_offsets, fresh_size)``."""
     in_place: dict[str, tuple[Any, np.ndarray]] = {}
     starts: list[int] = []  # sorted starts of the memory taken so far, and their ends
     ends: list[int] = []
     fresh_offsets: dict[str, int] = {}
     fresh_size = 0
-    for e in header.entries:  # file order: item sizes never grow, so packed offsets stay aligned
+    for e in entries:
         target = targets.get(e.name)
         memory = _fits(target, e) if target is not None and e.nbytes else None
         if memory is not None:
@@ -227,6 +297,8 @@ def _plan(header: Header, targets: dict[str, Any]) -> tuple[dict[str, tuple[Any,
                 ends.insert(i, start + e.nbytes)
                 in_place[e.name] = (target, memory)
                 continue
+        item = tensorfile.ITEM_SIZES[e.dtype]
+        fresh_size = -(-fresh_size // item) * item  # aligned for views (files follow one another here)
         fresh_offsets[e.name] = fresh_size
         fresh_size += e.nbytes
     return in_place, fresh_offsets, fresh_size
@@ -243,90 +315,3 @@ def _fits(target: Any, entry: TensorEntry) -> np.ndarray | None:
     return memory if memory is not None and memory.nbytes == entry.nbytes else None
 
 
-def _batches(pieces: list[_Piece], limit: int) -> list[list[_Piece]]:
-    """Consecutive pieces grouped into preadv calls of up to ``limit`` bytes."""
-    out: list[list[_Piece]] = []
-    total = 0
-    for piece in pieces:
-        batch = out[-1] if out else None
-        contiguous = batch and batch[-1].offset + batch[-1].nbytes == piece.offset
-        if batch and contiguous and len(batch) < _MAX_IOV and total + piece.nbytes <= limit:
-            batch.append(piece)
-            total += piece.nbytes
-        else:
-            out.append([piece])
-            total = piece.nbytes
-    return out
-
-
-def _read_pieces(fd: int, label: str, pieces: list[_Piece], bounce: HostBuffer | None, crc: int) -> int:
-    """Pass 1: read every piece in file order, checksumming as it goes; return the CRC.
-
-    Pieces without a destination are read into ``bounce`` (only to be checksummed).
-    """
-    for batch in _batches(pieces, READ_CHUNK):
-        buffers, used = [], 0
-        for piece in batch:
-            if piece.dest is not None:
-                buffers.append(piece.dest)
-            else:
-                buffers.append(bounce.region(used, used + piece.nbytes))
-                used += piece.nbytes
-        _preadv_exact(fd, label, buffers, batch[0].offset, sum(p.nbytes for p in batch))
-        for buffer in buffers:
-            crc = checksum.update(crc, buffer)
-    return crc
-
-
-def _fill(fd: int, label: str, pieces: list[_Piece]) -> None:
-    """Pass 2: read the verified bytes of existing tensors into their memory (from the page cache).
-
-    Large fills are split between threads: each copy from the page cache runs in the kernel
-    with the GIL released, so they add up to the memory bandwidth of several cores.
-    """
-    batches = _batches(pieces, FILL_CHUNK)
-    total = sum(p.nbytes for p in pieces)
-    workers = max(1, min(FILL_THREADS, os.cpu_count() or 1, len(batches), total // (32 << 20)))
-
-    def run(part: list[list[_Piece]]) -> None:
-        for batch in part:
-            _preadv_exact(fd, label, [p.dest for p in batch], batch[0].offset, sum(p.nbytes for p in batch))
-
-    if workers == 1:
-        run(batches)
-        return
-    parts = [batches[i::workers] for i in range(workers)]
-    errors: list[BaseException] = []
-
-    def guarded(part: list[list[_Piece]]) -> None:
-        try:
-            run(part)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(part,), name="unbroken-fill") for part in parts[1:]]
-    for thread in threads:
-        thread.start()
-    guarded(parts[0])
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-
-
-def _preadv_exact(fd: int, label: str, buffers: list[np.ndarray], offset: int, total: int) -> None:
-    views = [memoryview(b) for b in buffers]
-    done = 0
-    try:
-        while done < total:
-            n = os.preadv(fd, views, offset + done)
-            if n <= 0:
-                raise CorruptCheckpoint(f"{label} ended early")
-            done += n
-            while views and n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            if n:
-                views[0] = views[0][n:]
-    except OSError as exc:
-        raise StorageError(exc.errno, f"cannot read {label}: {exc}") from exc

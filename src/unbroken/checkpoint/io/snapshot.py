@@ -8,6 +8,13 @@ with large sequential (direct) writes and no further copy. The buffer is kept an
 the next snapshot whenever it is large enough, so only the first save pays for faulting its
 memory in. It is page-locked (pinned) when a tensor lives on a GPU, which makes the
 device-to-host copies asynchronous and as fast as the bus allows.
+
+Change detection (incremental saves): with ``compare=True``, when the buffer still holds the
+previous snapshot in the same layout, each host tensor is first compared with its bytes there
+(8-byte words, stopping at the first differing chunk) and copied only if it differs. Equal
+bytes cost a read of both (about what the copy would have cost), changed ones next to
+nothing more than the copy; the comparison is exact (no hash, no collisions). Tensors on a
+device, or not a plain contiguous block, are always treated as changed.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ class Snapshot:
     image: HostBuffer
     json_bytes: bytes
     needs_pickle: bool
+    #: Tensors whose bytes equal the previous snapshot's (only with ``take(compare=True)``).
+    unchanged: frozenset[str] = frozenset()
 
     @property
     def file_size(self) -> int:
@@ -55,6 +64,11 @@ class Snapshot:
 def plan(tensors: dict[str, Any]) -> tuple[bytes, Header]:
     """The tensor file header for ``tensors`` (key -> tensor or array)."""
     items = [(key, *arrays.describe(value, key)) for key, value in tensors.items()]
+    return tensorfile.layout(items, TENSOR_METADATA)
+
+
+def plan_subset(items: list[tuple[str, str, tuple[int, ...]]]) -> tuple[bytes, Header]:
+    """The tensor file header for ``(name, dtype, shape)`` items (a part of a snapshot)."""
     return tensorfile.layout(items, TENSOR_METADATA)
 
 
@@ -73,6 +87,7 @@ class Snapshotter:
         self._buffer: HostBuffer | None = None
         self._reserving: threading.Thread | None = None
         self._reserved: HostBuffer | None = None
+        self._layout: bytes | None = None  # header of the complete snapshot in _buffer, if any
 
     @property
     def buffer_bytes(self) -> int:
@@ -83,6 +98,7 @@ class Snapshotter:
         """Drop the buffer (the next snapshot allocates a new one)."""
         self._collect_reserved()
         self._buffer = self._reserved = None
+        self._layout = None
 
     def reserve(self, tensors: dict[str, Any]) -> None:
         """Allocate and fault in, on a background thread, the buffer a snapshot of ``tensors`` needs.
@@ -112,31 +128,51 @@ class Snapshotter:
             self._reserving.join()
             self._reserving = None
 
-    def take(self, tree: dict[str, Any], tensors: dict[str, Any], needs_pickle: bool) -> Snapshot:
-        """Copy ``tensors`` and encode ``tree`` now; see the module docstring."""
+    def take(self, tree: dict[str, Any], tensors: dict[str, Any], needs_pickle: bool, *,
+             compare: bool = False) -> Snapshot:
+        """Copy ``tensors`` and encode ``tree`` now; see the module docstring.
+
+        Training thread; blocks for the copies. With ``compare`` the snapshot says which
+        tensors equal the previous snapshot's (none unless it is still in the buffer, same layout).
+        """
         json_bytes = encode_json(tree)
         header_bytes, header = plan(tensors)
-        torch = sys.modules.get("torch")
         devices = _cuda_devices(tensors)
         image = self._image(header.file_size, pinned=bool(devices))
+        comparable = compare and self._layout == header_bytes
+        self._layout = None  # until every tensor is in place
         image.array[:header.data_start] = memoryview(header_bytes)
+        unchanged = self._copy(header, image, tensors, comparable)
+        for device in devices:  # the device-to-host copies were asynchronous
+            sys.modules["torch"].cuda.synchronize(device)
+        self._layout = header_bytes
+        return Snapshot(header, image, json_bytes, needs_pickle, frozenset(unchanged))
+
+    @staticmethod
+    def _copy(header: Header, image: HostBuffer, tensors: dict[str, Any], compare: bool) -> list[str]:
+        """Copy every tensor into its place in ``image``; return those skipped as unchanged."""
+        torch = sys.modules.get("torch")
         as_tensor = image.tensor() if torch is not None and any(isinstance(v, torch.Tensor) for v in tensors.values()) else None
+        unchanged = []
         start = header.data_start
         for entry in header.entries:
             value = tensors[entry.name]
             a, b = start + entry.begin, start + entry.end
+            if compare:
+                source = arrays.readable_bytes(value)
+                if source is not None and arrays.same_bytes(source, image.array[a:b]):
+                    unchanged.append(entry.name)
+                    continue
             if as_tensor is not None and not isinstance(value, np.ndarray):
                 arrays.copy_into(value, as_tensor[a:b])
             else:
                 arrays.copy_into(value, image.array[a:b])
-        for device in devices:  # the device-to-host copies were asynchronous
-            torch.cuda.synchronize(device)
-        return Snapshot(header, image, json_bytes, needs_pickle)
+        return unchanged
 
     def _image(self, file_size: int, pinned: bool) -> HostBuffer:
         self._collect_reserved()
         if not self._fits(self._buffer, file_size, pinned):
-            self._buffer = None  # free the old one before allocating the new one
+            self._buffer, self._layout = None, None  # free the old one before allocating the new one
             if self._fits(self._reserved, file_size, pinned):
                 self._buffer = self._reserved
             else:

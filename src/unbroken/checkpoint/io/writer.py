@@ -238,7 +238,9 @@ class SaveHandle:
     :class:`~unbroken.errors.BackgroundSaveError` (the cause chained) if writing or committing
     failed. Timings in seconds: ``wait_s`` (waiting for the previous save), ``stall_s`` (how
     long the caller was blocked, ``wait_s`` included) and, once done, ``save_s`` (from the
-    call until committed). ``nbytes``: bytes written.
+    call until committed). ``nbytes``: bytes of the checkpoint's state (its tensor file and
+    JSON as a complete save would write them); ``bytes_written``: bytes this save wrote (less
+    than ``nbytes`` when an incremental save referred to unchanged tensors).
     """
 
     def __init__(self, uuid: str, steps_completed: int):
@@ -249,6 +251,7 @@ class SaveHandle:
         self.stall_s = 0.0
         self.save_s: float | None = None
         self.nbytes = 0
+        self.bytes_written = 0
         self.manifest: Any = None
         self.error: BaseException | None = None
         self.reported = False

@@ -13,6 +13,12 @@ A background failure is never lost: it is raised as
 earlier checkpoints are untouched (the store commits atomically).
 
 ``wait=True`` writes in the caller's thread and returns once committed.
+
+Incremental saves (``incremental=True``, or ``UNBROKEN_INCREMENTAL=1``): an asynchronous save
+to local storage writes only the tensors whose bytes changed since the previous asynchronous
+save committed by this saver; the others are referred to in the files that hold them (see
+:mod:`.incremental`). Synchronous saves, uploads to object stores, the first save of a process,
+and the save after a failed one are always complete.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from ..io.snapshot import Snapshot, Snapshotter
 from ..io.writer import BackgroundWriter, SaveHandle
 from ..store.catalog import CheckpointStore
 from ..store.pending import PendingCheckpoint, check_metadata, check_steps
+from . import incremental as incremental_mod
 from . import statefile
 from .state import State
 
@@ -38,11 +45,14 @@ class Saver:
     in the caller after a synchronous one); it must be quick and thread-safe.
     """
 
-    def __init__(self, store: CheckpointStore, *, on_committed: Callable[[SaveHandle], None] | None = None):
+    def __init__(self, store: CheckpointStore, *, on_committed: Callable[[SaveHandle], None] | None = None,
+                 incremental: bool | None = None):
         self.store = store
+        self.incremental = incremental_mod.enabled() if incremental is None else bool(incremental)
         self._on_committed = on_committed
         self._snapshots = Snapshotter()
         self._writer = BackgroundWriter()
+        self._lineage: incremental_mod.Lineage | None = None  # of the last async commit; set by the writer
 
     # -- saving --------------------------------------------------------------------------------
     def save(self, state: State, steps_completed: int, metadata: dict[str, Any] | None = None, *,
@@ -60,13 +70,15 @@ class Saver:
         tree, tensors, used_pickle = statefile.capture(state)
         handle = SaveHandle(uuid or manifest_mod.new_uuid(), steps_completed)
         handle.started, handle.wait_s = t0, waited
+        lineage, self._lineage = self._lineage, None  # valid again only once this save commits
         if wait and self._writes_locally:
             pending = self.store.begin(steps_completed, metadata, uuid=handle.uuid)
             handle.manifest = self._persist(handle, pending, lambda path: statefile.write(path, tree, tensors, used_pickle))
             handle.stall_s = time.monotonic() - t0
             handle._finish(manifest=handle.manifest)
             return handle
-        snapshot = self._snapshots.take(tree, tensors, used_pickle)
+        compare = lineage is not None and not wait and self._writes_locally
+        snapshot = self._snapshots.take(tree, tensors, used_pickle, compare=compare)
         if wait:  # an object store: the snapshot goes up from the caller's thread
             handle.manifest = self._persist_snapshot(handle, snapshot, metadata)
             handle.stall_s = time.monotonic() - t0
@@ -74,7 +86,7 @@ class Saver:
             return handle
         handle.nbytes = snapshot.nbytes
         handle.stall_s = time.monotonic() - t0
-        self._writer.start(handle, lambda: self._persist_snapshot(handle, snapshot, metadata))
+        self._writer.start(handle, lambda: self._persist_snapshot(handle, snapshot, metadata, lineage))
         return handle
 
     def prepare(self, state: State) -> None:
@@ -119,12 +131,20 @@ class Saver:
         """True when checkpoint files are written into a local folder (else uploaded as they are made)."""
         return self.store.storage.is_local
 
-    def _persist_snapshot(self, handle: SaveHandle, snapshot: Snapshot, metadata: dict) -> Manifest:
+    def _persist_snapshot(self, handle: SaveHandle, snapshot: Snapshot, metadata: dict,
+                          lineage: incremental_mod.Lineage | None = None) -> Manifest:
+        """Write and commit ``snapshot`` (writer thread, or the caller's with ``wait``)."""
         pending = self.store.begin(handle.steps_completed, metadata, uuid=handle.uuid)
-        if self._writes_locally:
+        if not self._writes_locally:
+            put = functools.partial(self.store.storage.commit.put_staged, pending.path)
+            return self._persist(handle, pending, lambda path: statefile.upload_snapshot(put, snapshot))
+        if not self.incremental:
             return self._persist(handle, pending, lambda path: statefile.write_snapshot(path, snapshot))
-        put = functools.partial(self.store.storage.commit.put_staged, pending.path)
-        return self._persist(handle, pending, lambda path: statefile.upload_snapshot(put, snapshot))
+        with incremental_mod.leased_plan(self.store, snapshot, lineage) as decided:
+            manifest = self._persist(handle, pending, lambda path: statefile.write_snapshot(path, snapshot, decided))
+        own = {f.path: f for f in manifest.files}.get(statefile.TENSORS_FILE)
+        self._lineage = incremental_mod.after(snapshot.header, decided, manifest.uuid, own)
+        return manifest
 
     def _persist(self, handle: SaveHandle, pending: PendingCheckpoint,
                  write: Callable[[Any], statefile.Written]) -> Manifest:
@@ -133,8 +153,9 @@ class Saver:
         except BaseException:
             self.store.abort(pending)
             raise
-        pending.add_written(written.entries, written.needs_pickle)
-        handle.nbytes = sum(e.size for e in written.entries.values())
+        pending.add_written(written.entries, written.needs_pickle, written.refs)
+        handle.bytes_written = written.bytes_written
+        handle.nbytes = max(handle.nbytes, written.bytes_written)
         manifest = self.store.commit(pending)
         handle.save_s = time.monotonic() - handle.started
         if self._on_committed is not None:

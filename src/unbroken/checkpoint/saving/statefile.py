@@ -24,8 +24,9 @@ from ..format import checksum
 from ..format import codec
 from ..io import reader
 from ..io import writer
-from ..format.manifest import FileEntry, Manifest
-from ..io.snapshot import Snapshot, encode_json, plan
+from ..format.manifest import FileEntry, FileRef, Manifest
+from ..io.snapshot import Snapshot, encode_json, plan, plan_subset
+from . import incremental
 from .state import KINDS, State, _kind as kind_of
 from ..store import verify
 
@@ -36,10 +37,16 @@ STATE_FORMAT = "unbroken-state"
 
 @dataclasses.dataclass
 class Written:
-    """What a write produced: manifest entries already checksummed, and whether pickle was used."""
+    """What a write produced: manifest entries already checksummed, whether pickle was used, and
+    the files of earlier checkpoints used instead of writing their bytes (incremental saves)."""
 
     entries: dict[str, FileEntry]
     needs_pickle: bool
+    refs: tuple[FileRef, ...] = ()
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(e.size for e in self.entries.values())
 
 
 def capture(state: State) -> tuple[dict[str, Any], dict[str, Any], bool]:
@@ -72,20 +79,36 @@ def write(directory: Path, tree: dict[str, Any], tensors: dict[str, Any], needs_
     )
 
 
-def write_snapshot(directory: Path, snapshot: Snapshot) -> Written:
-    """Write a snapshot's tensor file (direct I/O where possible) and JSON, fsynced; return their entries."""
+def write_snapshot(directory: Path, snapshot: Snapshot, decided: incremental.Plan | None = None) -> Written:
+    """Write a snapshot's tensor file (direct I/O where possible) and JSON, fsynced; return their entries.
+
+    With an incremental ``decided`` plan only the tensors it names are written (into a smaller
+    tensor file; none at all when every tensor is referred to) and its references are returned.
+    Runs on the writer thread; blocks for the writes.
+    """
+    entries = {}
     try:
-        tensor_crc = writer.write_image(directory / TENSORS_FILE, snapshot.image.array, snapshot.file_size)
-        json_crc = _write_small(directory / STATE_JSON, snapshot.json_bytes)
+        if decided is None or not decided.incremental:
+            tensor_crc = writer.write_image(directory / TENSORS_FILE, snapshot.image.array, snapshot.file_size)
+            entries[TENSORS_FILE] = FileEntry(TENSORS_FILE, snapshot.file_size, checksum.to_hex(tensor_crc))
+        elif decided.write:
+            entries[TENSORS_FILE] = _write_part(directory / TENSORS_FILE, snapshot, decided.write)
+        entries[STATE_JSON] = FileEntry(STATE_JSON, len(snapshot.json_bytes), _write_small(directory / STATE_JSON,
+                                                                                           snapshot.json_bytes))
     except OSError as exc:
         raise storage_error("write checkpoint files in", directory, exc) from exc
-    return Written(
-        {
-            TENSORS_FILE: FileEntry(TENSORS_FILE, snapshot.file_size, checksum.to_hex(tensor_crc)),
-            STATE_JSON: FileEntry(STATE_JSON, len(snapshot.json_bytes), json_crc),
-        },
-        snapshot.needs_pickle,
-    )
+    return Written(entries, snapshot.needs_pickle, decided.refs if decided is not None else ())
+
+
+def _write_part(path: Path, snapshot: Snapshot, names: tuple[str, ...]) -> FileEntry:
+    """Write a tensor file holding only the tensors ``names`` of the snapshot (copied from its image)."""
+    by_name = snapshot.header.by_name
+    header_bytes, header = plan_subset([(n, by_name[n].dtype, by_name[n].shape) for n in names])
+    start = snapshot.header.data_start
+    image = snapshot.image.array
+    segments = (image[start + by_name[e.name].begin:start + by_name[e.name].end] for e in header.entries)
+    crc = writer.write_streamed(path, header_bytes, segments, header.file_size)
+    return FileEntry(TENSORS_FILE, header.file_size, checksum.to_hex(crc))
 
 
 def upload_snapshot(put: Callable[[str, Any], None], snapshot: Snapshot) -> Written:
@@ -108,16 +131,30 @@ def upload_snapshot(put: Callable[[str, Any], None], snapshot: Snapshot) -> Writ
     )
 
 
-def read(directory: Path, manifest: Manifest, *, allow_pickle: bool = False) -> dict[str, Any]:
+#: ``resolve(uuid)`` -> the local folder of checkpoint ``uuid`` (where an incremental checkpoint's
+#: referenced files are); by default the folder beside the checkpoint being read.
+Resolve = Callable[[str], Path]
+
+
+def read(directory: Path, manifest: Manifest, *, allow_pickle: bool = False,
+         resolve: Resolve | None = None) -> dict[str, Any]:
     """Read, verify and decode a State tree from a checkpoint directory (tensors in a new buffer).
 
-    Raises :class:`CorruptCheckpoint` when any byte disagrees with the manifest.
+    Raises :class:`CorruptCheckpoint` when any byte disagrees with the manifest (or a file it
+    refers to is missing or damaged).
     """
-    return _read_and_decode(directory, manifest, _load_tree(directory, manifest), {}, allow_pickle)
+    return _read_and_decode(directory, manifest, _load_tree(directory, manifest), {}, allow_pickle, resolve)
+
+
+def ref_sources(directory: Path, manifest: Manifest, resolve: Resolve | None = None) -> list[reader.Source]:
+    """The files of earlier checkpoints an incremental checkpoint uses, as reader sources."""
+    find = resolve or (lambda uuid: Path(directory).parent / uuid)
+    return [reader.Source(find(r.uuid), r.uuid, r.entry, frozenset(r.tensors), user=manifest.uuid)
+            for r in manifest.refs if r.tensors]
 
 
 def _read_and_decode(directory: Path, manifest: Manifest, tree: dict[str, Any], targets: dict[str, Any],
-                     allow_pickle: bool) -> dict[str, Any]:
+                     allow_pickle: bool, resolve: Resolve | None = None) -> dict[str, Any]:
     """Read the tensor file (into ``targets`` where they fit) and decode ``tree`` with its tensors.
 
     The tree is decoded before any byte is written into a target: a tree that does not decode
@@ -133,7 +170,7 @@ def _read_and_decode(directory: Path, manifest: Manifest, tree: dict[str, Any], 
             raise type(exc)(f"checkpoint {uuid}: {STATE_JSON}: {exc}") from None
 
     reader.read_tensors(directory, uuid, _entries(manifest).get(TENSORS_FILE), targets, codec.tensor_refs(tree),
-                        before_fill=decode)
+                        before_fill=decode, refs=ref_sources(directory, manifest, resolve))
     return decoded[0]
 
 
@@ -221,7 +258,7 @@ def _write_small(path: Path, data: bytes) -> str:
 
 
 def restore(state: State, directory: Path, manifest: Manifest, *, allow_pickle: bool = False,
-            strict: bool = True, in_place: bool = True) -> None:
+            strict: bool = True, in_place: bool = True, resolve: Resolve | None = None) -> None:
     """Read a checkpoint and load it into ``state``.
 
     With ``in_place`` (the default) the tensor bytes go straight into the tensors ``state``
@@ -241,7 +278,7 @@ def restore(state: State, directory: Path, manifest: Manifest, *, allow_pickle: 
     if in_place:
         kinds = codec.tensor_refs(tree)
         targets = {k: v for k, v in in_place_targets(state).items() if kinds.get(k) == _kind_of_tensor(v)}
-    state.apply(_read_and_decode(directory, manifest, tree, targets, allow_pickle), strict=strict)
+    state.apply(_read_and_decode(directory, manifest, tree, targets, allow_pickle, resolve), strict=strict)
 
 
 def _check_fits(state: State, tree: dict[str, Any], strict: bool, uuid: str) -> None:

@@ -20,23 +20,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import stat
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ...config import MANIFEST_NAME
-from ...errors import (CheckpointError, CheckpointGone, CheckpointNotFound, ConfigError, CorruptCheckpoint,
+from ...errors import (CheckpointError, CheckpointGone, CheckpointNotFound, CorruptCheckpoint,
                        StorageError, UnsupportedFormatVersion)
 from ...storage import Storage
-from ...storage.fsio import storage_error
-from ..format import checksum
 from ..format import manifest as manifest_mod
-from ..format.manifest import FileEntry, Manifest
+from ..format.manifest import FileEntry, FileRef, Manifest
 from . import verify
-from .pending import PendingCheckpoint, check_metadata, check_steps
+from .pending import PendingCheckpoint, check_metadata, check_steps, staged_entries
+from .references import referrers, spare_referenced
 from .retention import RetentionPolicy, to_delete
 
 log = logging.getLogger("unbroken")
@@ -91,12 +88,9 @@ class CheckpointStore:
         never raised: the checkpoint is committed by then.
         """
         try:
-            local = _relpaths(pending.path)  # files written into the staging folder (user code, local saves)
-            unsynced = [rel for rel in local if rel not in pending.entries]
-            relpaths = sorted(set(local) | set(pending.entries))  # + files uploaded straight to the store
-            files = [pending.entries.get(rel) or _entry_of(pending.path, rel) for rel in relpaths]
+            files, unsynced = staged_entries(pending)
             manifest = manifest_mod.build(pending.steps_completed, files, pending.metadata, uuid=pending.uuid,
-                                          trial=self.trial, needs_pickle=pending.needs_pickle)
+                                          trial=self.trial, needs_pickle=pending.needs_pickle, refs=pending.refs)
         except BaseException:
             self.abort(pending)
             raise
@@ -221,6 +215,20 @@ class CheckpointStore:
     def _verify_files(self, manifest: Manifest) -> None:
         for entry in manifest.files:
             self.verify_file(manifest.uuid, entry)
+        for ref in manifest.refs:
+            self.verify_ref(manifest.uuid, ref)
+
+    def verify_ref(self, uuid: str, ref: FileRef) -> None:
+        """Check a file that ``uuid`` refers to against the reference (size, CRC32C) in ``uuid``'s manifest.
+
+        Raises CorruptCheckpoint naming both checkpoints: a referenced file that is damaged or
+        gone makes every checkpoint that uses it unusable (never CheckpointGone: ``uuid`` exists).
+        """
+        try:
+            verify.verify_file(self.local_copy(ref.uuid), ref.uuid, ref.entry)
+        except (CorruptCheckpoint, CheckpointGone, StorageError) as exc:
+            raise CorruptCheckpoint(f"checkpoint {uuid} uses file {ref.path} of checkpoint {ref.uuid}, "
+                                    f"which fails verification: {exc}") from None
 
     def verify_file(self, uuid: str, entry: FileEntry) -> None:
         """Check one file's kind, size and checksum against its manifest entry.
@@ -307,18 +315,33 @@ class CheckpointStore:
 
     # -- deletion ------------------------------------------------------------------------------
     def delete(self, uuid: str) -> None:
-        """Delete a checkpoint. Raises CheckpointNotFound, or CheckpointError while a reader holds it."""
+        """Delete a checkpoint. Raises CheckpointNotFound, or CheckpointError while a reader holds it
+        or another checkpoint refers to its files (delete the referring ones first: newest first)."""
         _check_uuid(uuid)
         if uuid not in self.storage.names():
             raise CheckpointNotFound(f"no checkpoint {uuid} in {self.storage.location}")
         if not self.try_delete(uuid):
+            users = self.referrers(uuid)
+            if users:
+                raise CheckpointError(f"checkpoint {uuid} holds files that {len(users)} later checkpoint(s) use "
+                                      f"({', '.join(users[:3])}); delete those first")
             raise CheckpointError(f"checkpoint {uuid} is being read (a restore or restore_path block holds it); "
                                   "try again when the reader is done")
 
+    def referrers(self, uuid: str) -> list[str]:
+        """The committed checkpoints that refer to files of ``uuid`` (re-listed if storage changed)."""
+        with self._lock:
+            self._refresh()
+            return referrers(uuid, self._known.values())
+
     def try_delete(self, uuid: str) -> bool:
-        """Delete ``uuid`` unless a reader holds it; True if it is gone now."""
+        """Delete ``uuid`` unless a reader holds it or a checkpoint refers to it; True if it is gone now.
+
+        The references are checked while the exclusive lease is held, after re-listing: a
+        checkpoint committed meanwhile (here or by another process) that refers to ``uuid`` keeps it.
+        """
         with self.storage.leases.try_exclusive(uuid) as free:
-            if not free:
+            if not free or self.referrers(uuid):
                 return False
             self.storage.delete(uuid)
         with self._lock:
@@ -326,14 +349,15 @@ class CheckpointStore:
         return True
 
     def apply_retention(self, policy: RetentionPolicy, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """Delete what ``policy`` lets go: never ``keep``, the newest good one, or one being read.
+        """Delete what ``policy`` lets go: never ``keep``, the newest good one, one being read, or one
+        whose files a remaining checkpoint uses (incremental checkpoints).
 
         Returns the uuids deleted. A failed deletion is logged and skipped.
         """
         good = self.good()
         protected = set(keep) | ({good[-1].uuid} if good else set())
         deleted = []
-        for manifest in to_delete(policy, good, protected):
+        for manifest in reversed(spare_referenced(to_delete(policy, good, protected), self.list())):
             try:
                 if self.try_delete(manifest.uuid):
                     deleted.append(manifest.uuid)
@@ -366,32 +390,6 @@ def _settled(token: Any, now: float) -> bool:
         return now - token[1] / 1e9 > _SETTLE_SECONDS
     except (TypeError, IndexError):
         return True
-
-
-def _relpaths(root: Path) -> list[str]:
-    out = []
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            full = Path(dirpath) / name
-            mode = os.lstat(full).st_mode
-            rel = full.relative_to(root).as_posix()
-            if stat.S_ISLNK(mode):
-                raise ConfigError(f"cannot commit {rel}: symbolic links are not allowed in a checkpoint")
-            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-                raise ConfigError(f"cannot commit {rel}: only regular files and folders are allowed")
-            if stat.S_ISREG(mode):
-                if rel == MANIFEST_NAME:
-                    raise ConfigError(f"cannot commit: {MANIFEST_NAME} is a reserved file name")
-                out.append(manifest_mod.check_relpath(rel))
-    return sorted(out)
-
-
-def _entry_of(root: Path, rel: str) -> FileEntry:
-    try:
-        size, crc = checksum.of_file(root / rel)
-    except OSError as exc:
-        raise storage_error("read", root / rel, exc) from exc
-    return FileEntry(rel, size, crc)
 
 
 def _check_uuid(uuid: Any) -> None:
