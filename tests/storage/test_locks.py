@@ -103,7 +103,9 @@ def test_a_forked_child_does_not_keep_the_writer_lease_of_its_killed_parent(tmp_
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         os.kill(worker, 0)  # the worker lives on
-        WriterLease(path, "trial").acquire().release()
+        # Free as soon as the worker has run its at-fork hook (at once, unless the machine is loaded).
+        WriterLease(path, "trial").acquire(wait=30).release()
+        os.kill(worker, 0)  # and it still lives: the lease did not wait for it to end
     finally:
         proc.kill()
         with contextlib.suppress(ProcessLookupError):
