@@ -4,6 +4,12 @@ One :class:`StateLoop` per run, used from the training thread. It restores the n
 checkpoint into a :class:`~unbroken.State` (falling back past corrupt ones), schedules saves by
 the save policy, owns the :class:`~unbroken.checkpoint.saving.saver.Saver` (asynchronous saves,
 one in flight) and turns a stop request into a save at the step boundary.
+
+With a deadline (``PreemptContext.deadline``: the Slurm end time, ``--time-limit``, a spot
+notice), :meth:`StateLoop.steps` measures its steps and its saves (from the call until committed,
+reported by the save handles) and saves and stops at the last boundary from which the final
+checkpoint is still committed before the deadline (:func:`~.policy.stop_before_deadline`),
+rather than at the deadline or at a signal that may come too late.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from ..checkpoint.saving.saver import Saver
 from ..checkpoint.store.pending import check_steps
 from ..errors import BackgroundSaveError, CheckpointGone, CorruptCheckpoint
 from .checkpointing import CheckpointContext
-from .policy import SavePolicy
+from .policy import DurationEstimate, SavePolicy, stop_before_deadline
 from .preempt import PreemptContext
 from .training import TrainContext
 
@@ -45,6 +51,8 @@ class StateLoop:
         self._last_save_time = clock()
         self._saver: Saver | None = None
         self._last_progress = float("-inf")
+        self.step_time = DurationEstimate()
+        self.save_time = DurationEstimate()  # added to from the writer thread (see DurationEstimate)
 
     # -- restoring -------------------------------------------------------------------------------
     def restore(self, state: State, *, allow_pickle: bool = False, strict: bool = True) -> int:
@@ -129,6 +137,9 @@ class StateLoop:
             log.debug("unbroken: could not prepare the snapshot buffer: %s", exc)
 
     def _on_committed(self, handle: SaveHandle) -> None:
+        """Writer thread: a save was committed; remember how long it took (call -> committed)."""
+        if handle.save_s is not None:
+            self.save_time.add(handle.save_s)
         self.train.report_metrics("checkpoint", handle.steps_completed, {"save_s": handle.save_s, "bytes": handle.nbytes})
 
     # -- the loop --------------------------------------------------------------------------------
@@ -137,10 +148,12 @@ class StateLoop:
         state = state if state is not None else self.state
         step = start
         while total is None or step < total:
-            if self.preempt.should_preempt():
+            if self.preempt.should_preempt() or self._deadline_near(state):
                 self._stop(state, step)
                 return
+            started = self._clock()
             yield step
+            self.step_time.add(self._clock() - started)
             step += 1
             if state is not None:
                 self.maybe_save(state, step)
@@ -150,6 +163,22 @@ class StateLoop:
         if state is not None and step > self._last_save_steps:
             self.save(state, step)
         self.loop_finished = True
+
+    def _deadline_near(self, state: State | None) -> bool:
+        """At a boundary: is this the last one from which a save commits before the deadline? (requests the stop)"""
+        left = self.preempt.seconds_left()
+        step_s = self.step_time.value
+        if left is None or state is None or step_s is None:
+            return False
+        in_flight = self._saver.in_flight if self._saver is not None else None
+        save_s = self.save_time.value
+        in_flight_s = 0.0
+        if in_flight is not None and not in_flight.done():
+            in_flight_s = max(0.0, (save_s or 0.0) - (self._clock() - self._last_save_time))  # its estimate, less its age
+        if not stop_before_deadline(left, step_s, save_s, in_flight_s):
+            return False
+        self.preempt.request(f"deadline in {left:.1f} s: saving now so that the checkpoint is committed before it")
+        return True
 
     def _stop(self, state: State | None, steps_completed: int) -> None:
         if state is not None and steps_completed > self._last_save_steps:

@@ -58,3 +58,46 @@ class never(SavePolicy):
 
     def __repr__(self):
         return "never()"
+
+
+# -- saving before a known deadline ---------------------------------------------------------------
+#: A save is assumed to take this long (call -> committed) until one was measured (the
+#: supervisor's --margin covers slower first saves: its deadline is that much before the end).
+DEFAULT_SAVE_SECONDS = 1.0
+#: Estimates are multiplied by this before they are compared with the time left.
+SAFETY_FACTOR = 1.5
+
+
+class DurationEstimate:
+    """A conservative duration: the longest of the last ``window`` measurements (None before any).
+
+    ``add`` may be called from another thread than ``value`` (the writer thread reports save
+    durations): both only touch a list under the GIL, appending and slicing.
+    """
+
+    def __init__(self, window: int = 8):
+        self.window = window
+        self._recent: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        self._recent = [*self._recent[-(self.window - 1):], max(0.0, float(seconds))]
+
+    @property
+    def value(self) -> float | None:
+        recent = self._recent
+        return max(recent) if recent else None
+
+
+def stop_before_deadline(seconds_left: float, step_s: float, save_s: float | None, in_flight_s: float = 0.0,
+                         safety: float = SAFETY_FACTOR) -> bool:
+    """Pure: should the loop save and stop at this step boundary to have its checkpoint committed in time?
+
+    ``seconds_left``: until the deadline; ``step_s``: one more step (estimate); ``save_s``: a save
+    from the call until committed (estimate; None: not measured yet, ``DEFAULT_SAVE_SECONDS``);
+    ``in_flight_s``: what the save in flight still needs. True when, after one more step, the
+    final save would not be committed before the deadline, so this boundary is the last safe
+    one, given the estimates times ``safety``. (A save the policy starts after that step is the
+    same cost: the stop then only waits for it.)
+    """
+    save = DEFAULT_SAVE_SECONDS if save_s is None else save_s
+    return safety * (step_s + max(0.0, in_flight_s - step_s) + save) >= seconds_left

@@ -58,6 +58,10 @@ class PreemptContext:
             self._reason = "deadline"
         return self._reason
 
+    def seconds_left(self) -> float | None:
+        """Seconds until the deadline (negative once past it), or None without a deadline. Any thread."""
+        return None if self.deadline is None else self.deadline - self._clock()
+
     @property
     def armed(self) -> bool:
         """True once the signal handlers are installed."""
