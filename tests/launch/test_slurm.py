@@ -22,6 +22,7 @@ from procs import EXAMPLES, REPO, child_env
 
 from unbroken.checkpoint import CheckpointStore
 from unbroken.errors import ConfigError, LaunchError
+from unbroken.launch.chain import start_link
 from unbroken.launch.slurm import (JobInfo, SlurmEnvironment, SubmitOptions, check_user_script, job_end_time,
                                    parse_slurm_time, render_script, requeue)
 from unbroken.storage import LocalStorage
@@ -114,6 +115,7 @@ def test_user_script_needs_the_unbroken_line(tmp_path):
 # -- against a real Slurm ------------------------------------------------------------------------------
 
 SUBMITTED: list[str] = []
+CHAINS: list[str] = []
 
 
 @pytest.fixture
@@ -123,6 +125,9 @@ def slurm(slurm_cluster):
     if SUBMITTED:
         subprocess.run(["scancel", *SUBMITTED], capture_output=True)
         SUBMITTED.clear()
+    for name in CHAINS:  # follow-up jobs a chain submitted itself
+        subprocess.run(["scancel", "--name", name], capture_output=True)
+    CHAINS.clear()
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +148,9 @@ def slurm_cluster():
     yield
 
 
-def submit(home: Path, *args: str) -> str:
+def submit(home: Path, *args: str, **env: str) -> str:
     cmd = [sys.executable, "-m", "unbroken", "slurm", "submit", *args]
-    out = subprocess.run(cmd, env=child_env(home), capture_output=True, text=True, timeout=60, cwd=home.parent)
+    out = subprocess.run(cmd, env=child_env(home, **env), capture_output=True, text=True, timeout=60, cwd=home.parent)
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.split("Slurm job ")[1].split()[0]
     SUBMITTED.append(job_id)
@@ -318,3 +323,137 @@ def test_crash_in_allocation_restarts_in_place_and_max_requeues_is_honoured(slur
     attempts = tracker.attempts(tracker.trial("capped").id)
     assert [a.end_reason for a in attempts] == ["preempted"]
     assert "--max-requeues 0" in Path(attempts[0].log_path).read_text()
+
+
+# -- chains instead of requeues; no endless requeues ---------------------------------------------------
+def test_chained_script_submits_its_follow_up_first_and_runs_without_requeue(tmp_path):
+    opts = SubmitOptions(command=["python", "t.py"], name="c", home=tmp_path, logs=tmp_path / "logs", trial=3,
+                         time="1", margin=40, chain=True, script_path=tmp_path / "logs" / "job.sbatch",
+                         max_requeues=4, max_stalled=2)
+    script = render_script(opts)
+    assert "#SBATCH --no-requeue" in script and "#SBATCH --requeue" not in script
+    chain_line = next(line for line in script.splitlines() if "chain-next" in line)
+    assert "--trial 3" in chain_line and "--max-requeues 4" in chain_line and str(opts.script_path) in chain_line
+    run_line = script.splitlines()[-1]
+    assert script.index("chain-next") < script.index("exec ")
+    assert "--chain" in run_line and "--time-limit 55s" in run_line and "--max-requeues-without-progress 2" in run_line
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    with pytest.raises(ConfigError, match="--chain"):
+        SubmitOptions(command=["t"], name="c", home=tmp_path, logs=tmp_path, array="0-1", chain=True)
+
+
+def test_a_link_submits_its_follow_up_unless_the_trial_is_finished(tmp_path):
+    job = JobInfo("41", None, None, None, 0, chain_link=2)
+    tool = FakeTool(stdout="42\n")
+    link = start_link("preempted", job, tmp_path / "s.sbatch", None, tool)
+    assert link.go and link.follow_up == "42"
+    assert tool.calls == [["sbatch", "--parsable", "--dependency=afterany:41", "--export=ALL,UNBROKEN_CHAIN_LINK=3",
+                           str(tmp_path / "s.sbatch")]]
+    for status in ("completed", "failed", "cancelled"):
+        assert not start_link(status, job, tmp_path / "s.sbatch", None, tool).go
+    capped = start_link("running", job, tmp_path / "s.sbatch", 1, tool)  # link 2 > 1 follow-up allowed
+    assert capped.go and capped.follow_up is None and len(tool.calls) == 1
+    env = SlurmEnvironment(job, chain=True, runner=FakeTool())
+    assert env.requeues() == 1 and env.attempt_fields()["slurm_restarts"] == 1
+    said = []
+    env.requeue("time limit", said.append, lambda t: pytest.fail("a chain does not wait for a requeue kill"))
+    assert "follow-up job" in said[0]
+
+
+def test_requeue_unavailable_suggests_chain(monkeypatch):
+    with pytest.raises(LaunchError, match="--chain"):
+        requeue(JobInfo("5", None, None, None, 0), FakeTool(returncode=1, stderr="Requested operation is presently disabled"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(LaunchError, match="--chain"):
+        requeue(JobInfo("5", None, None, None, 0))
+    env = SlurmEnvironment(JobInfo("5", None, None, None, 0))
+    assert env.deadline() is None  # no scontrol: the end is unknown here (time limit and signal remain)
+
+
+def wait_trial(home: Path, name: str, statuses: set[str], timeout: float) -> str:
+    def status():
+        if not (home / "unbroken.db").exists():
+            return None
+        tracker = Tracker(home / "unbroken.db")
+        try:
+            found = tracker.trial(name).status
+        except LookupError:
+            return None
+        finally:
+            tracker.close()
+        return found if found in statuses else None
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = status()
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"trial {name} not {statuses} after {timeout} s")
+
+
+def queued(name: str) -> list[str]:
+    out = subprocess.run(["squeue", "--noheader", "--name", name, "--format=%i"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_chain_without_scontrol_continues_to_completion_bitwise_equal(slurm, tmp_path):
+    home = tmp_path / "home"
+    tools = tmp_path / "bin"  # the job's PATH: sbatch (for the chain), no scontrol (a container)
+    tools.mkdir()
+    (tools / "sbatch").symlink_to(subprocess.run(["which", "sbatch"], capture_output=True, text=True).stdout.strip())
+    CHAINS.append("chained")
+    steps = 400  # ~20 s of training; each 60 s link trains ~15 s (its end is known only from --time)
+    submit(home, "--name", "chained", "--time", "1", "--margin", "40", "--signal", "none", "--chain", "--",
+           *train_args(steps, 0.05), PATH=str(tools))
+    assert wait_trial(home, "chained", {"completed", "failed", "cancelled"}, timeout=480) == "completed"
+    deadline = time.monotonic() + 120
+    while queued("chained") and time.monotonic() < deadline:  # the last follow-up exits at once
+        time.sleep(1)
+    assert queued("chained") == []
+    tracker = Tracker(home / "unbroken.db")
+    attempts = tracker.attempts(tracker.trial("chained").id)
+    assert len(attempts) >= 2, attempts
+    assert all(a.end_reason == "timed_out" for a in attempts[:-1]) and attempts[-1].end_reason == "completed"
+    assert len({a.slurm_job_id for a in attempts}) == len(attempts)  # one job per link, no requeues
+    assert [a.slurm_restarts for a in attempts] == list(range(len(attempts)))
+    for before in attempts[:-1]:
+        log = Path(before.log_path).read_text()
+        assert "follow-up job of this chain continues" in log and "requeueing Slurm job" not in log
+    assert_same_as_uninterrupted(tmp_path, home, "chained", steps)
+
+
+LOSES_CHECKPOINTS = textwrap.dedent("""
+    import shutil, sys, time, unbroken
+    from pathlib import Path
+    with unbroken.init(exit_on_preempt=False, save=unbroken.every_steps(10)) as run:
+        state = unbroken.State(n=0, rng=False)
+        for step in run.steps(run.restore(state)):
+            time.sleep(0.05)
+    for entry in Path(sys.argv[1]).iterdir():  # after the final save: the next allocation finds nothing
+        if not entry.name.startswith("."):
+            shutil.rmtree(entry)
+    sys.exit(75 if run.preempted else 0)
+""")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_requeues_stop_after_k_allocations_without_progress(slurm, tmp_path):
+    home = tmp_path / "home"
+    script = tmp_path / "loses_checkpoints.py"
+    script.write_text(LOSES_CHECKPOINTS)
+    checkpoints = home / "experiments" / "stuck" / "trial-1" / "checkpoints"
+    job = submit(home, "--name", "stuck", "--time", "1", "--margin", "50", "--signal", "none",
+                 "--max-requeues-without-progress", "2", "--", sys.executable, str(script), str(checkpoints))
+    assert wait_state(job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=300) == "FAILED"
+    tracker = Tracker(home / "unbroken.db")
+    trial = tracker.trial("stuck")
+    attempts = tracker.attempts(trial.id)
+    assert [a.end_reason for a in attempts] == ["timed_out", "timed_out"] and [a.slurm_restarts for a in attempts] == [0, 1]
+    assert trial.status == "failed" and trial.message.startswith("no progress: 2 allocations in a row")
+    assert "requeueing Slurm job" in Path(attempts[0].log_path).read_text()
+    assert "requeueing Slurm job" not in Path(attempts[1].log_path).read_text()

@@ -47,13 +47,19 @@ def slurm_group() -> None:
 @click.option("--max-requeues", type=click.IntRange(min=0), default=None, help="Requeue at most this many times.")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
               help="Crash restarts inside one allocation (since the last progress).")
+@click.option("--max-requeues-without-progress", "max_stalled", type=click.IntRange(min=1), default=None,
+              help="Stop requeueing after this many allocations in a row without a new checkpoint (run's default: 3).")
+@click.option("--chain", is_flag=True,
+              help="Where `scontrol requeue` is unavailable (a container) or refused: each job submits a follow-up "
+                   "job (afterany) at its start that continues the trial; sbatch must be reachable in the job.")
 @click.option("--script", "user_script", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Submit your own sbatch file (which runs `unbroken run -- ...`) with the requeue options added.")
 @click.option("--dry-run", is_flag=True, help="Print the sbatch script and do not submit it.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes, ntasks_per_node, array, account, qos,
-                   sbatch_args, signal_, margin, max_requeues, max_restarts, user_script, dry_run, command):
+                   sbatch_args, signal_, margin, max_requeues, max_restarts, max_stalled, chain, user_script, dry_run,
+                   command):
     """Submit COMMAND as a Slurm job that saves, requeues itself and resumes until done."""
     if margin < 1:
         raise click.BadParameter("must be at least 1 s (Slurm signals in whole seconds)", param_hint="'--margin'")
@@ -68,17 +74,18 @@ def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes,
         db = resolve_db_url(ctx.obj.get("db"), home)
         number = None if array else _trial_number(home, db, name, command, storage, create=not dry_run)
         logs = slurm_dir(home, name) if array else TrialPaths(home, name, number).logs
+        path = logs / f"submit-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
         opts = SubmitOptions(command=list(command), name=name, home=home, logs=logs, trial=number, time=time_,
                              partition=partition, gres=gres, cpus_per_task=cpus_per_task, mem=mem, nodes=nodes,
                              ntasks_per_node=ntasks_per_node, array=array, account=account, qos=qos,
                              sbatch_args=sbatch_args, signal=signal_, margin=margin, max_requeues=max_requeues,
-                             max_restarts=max_restarts, storage=storage, db=ctx.obj.get("db") and db)
+                             max_restarts=max_restarts, storage=storage, db=ctx.obj.get("db") and db,
+                             max_stalled=max_stalled, chain=chain, script_path=path)
         script = render_script(opts)
         if dry_run:
             click.echo(script, nl=False)
             return
         logs.mkdir(parents=True, exist_ok=True)
-        path = logs / f"submit-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
         path.write_text(script)
         job_id = submit(path)
     except UnbrokenError as exc:
@@ -86,6 +93,33 @@ def submit_command(ctx, name, time_, partition, gres, cpus_per_task, mem, nodes,
     click.echo(f"submitted Slurm job {job_id} for {name}" + (f"/{number}" if number else " (array)"))
     click.echo(f"  script: {path}")
     click.echo(f"  follow: unbroken logs {name}{'-<task>' if array else ''} -f   |   squeue -j {job_id}")
+
+
+@slurm_group.command("chain-next", hidden=True)
+@click.option("--name", required=True)
+@click.option("--trial", type=click.IntRange(min=1), required=True)
+@click.option("--script", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--max-requeues", type=click.IntRange(min=0), default=None)
+@click.pass_context
+def chain_next_command(ctx, name, trial, script, max_requeues):
+    """Inside a --chain job: submit the follow-up link. Exit 0: train; 3: the trial is finished; 1: sbatch failed."""
+    from ..launch.chain import start_link  # noqa: PLC0415
+    from ..launch.slurm import JobInfo  # noqa: PLC0415
+
+    job = JobInfo.from_env()
+    if job is None:
+        raise click.ClickException("chain-next runs inside a Slurm job ($SLURM_JOB_ID is not set)")
+    home = resolve_home(ctx.obj.get("home"))
+    tracker = Tracker(resolve_db_url(ctx.obj.get("db"), home))
+    try:
+        status = tracker.trial(name, trial).status
+        decision = start_link(status, job, script, max_requeues)
+    except UnbrokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        tracker.close()
+    click.echo(f"unbroken: {decision.message}", err=True)
+    ctx.exit(0 if decision.go else 3)
 
 
 def _trial_number(home: Path, db: str, name: str, command, storage: str | None, create: bool) -> int:

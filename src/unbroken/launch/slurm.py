@@ -7,7 +7,11 @@ In the job, ``unbroken run`` detects Slurm (``$SLURM_JOB_ID``) and uses :class:`
 * each allocation is an attempt with job id, array task, node list and restart count;
 * after the training saved and stopped (exit 75), the supervisor requeues the job itself with
   ``scontrol requeue`` (``ARRAYJOBID_TASKID`` for array tasks) - only then, because a requeue
-  kills the job at once - unless ``--max-requeues`` is spent.
+  kills the job at once - unless ``--max-requeues`` is spent;
+* with ``chain=True`` (``unbroken run --chain``, from ``slurm submit --chain``) it does not requeue:
+  the follow-up job of :mod:`unbroken.launch.chain` is already pending;
+* without ``scontrol`` (a container) the end time is unknown here: the deadline then comes from
+  ``--time-limit`` (the chained script passes one) and Slurm's ``--signal``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..envvars import ENV_CHAIN_LINK
 from ..errors import ConfigError, LaunchError
 from .environment import Environment, WaitForKill
 
@@ -30,7 +35,8 @@ from .environment import Environment, WaitForKill
 KILL_WAIT_SECONDS = 60.0
 
 SCONTROL_MISSING = ("`{tool}` was not found: Slurm's client commands are needed inside the job "
-                    "(inside a container, bind-mount them or run unbroken outside it)")
+                    "(inside a container, bind-mount them, run unbroken outside it, or submit with "
+                    "`unbroken slurm submit --chain`, which continues the trial in follow-up jobs instead of requeueing)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +48,7 @@ class JobInfo:
     array_task_id: str | None
     nodes: str | None
     restart_count: int
+    chain_link: int = 0  # which link of a `submit --chain` chain (1, 2, ...); 0: not chained
 
     @property
     def requeue_id(self) -> str:
@@ -56,7 +63,8 @@ class JobInfo:
         if not job_id:
             return None
         return cls(job_id, environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID"),
-                   environ.get("SLURM_JOB_NODELIST"), int(environ.get("SLURM_RESTART_COUNT") or 0))
+                   environ.get("SLURM_JOB_NODELIST"), int(environ.get("SLURM_RESTART_COUNT") or 0),
+                   int(environ.get(ENV_CHAIN_LINK) or 0))
 
 
 def run_tool(args: Sequence[str]) -> subprocess.CompletedProcess:
@@ -86,9 +94,11 @@ def requeue(job: JobInfo, runner: Callable = run_tool) -> None:
             raise LaunchError(
                 f"Slurm refused to requeue job {job.requeue_id}: {message}. The job was submitted with "
                 "--no-requeue or the cluster has JobRequeue=0; submit with --requeue (unbroken slurm submit "
-                "does) or ask the admins. The checkpoint is saved: resubmit the same command to resume"
+                "does), ask the admins, or submit with `unbroken slurm submit --chain` (follow-up jobs instead "
+                "of requeues). The checkpoint is saved: resubmit the same command to resume"
             )
-        raise LaunchError(f"scontrol requeue {job.requeue_id} failed: {message}")
+        raise LaunchError(f"scontrol requeue {job.requeue_id} failed: {message}. Where requeueing cannot work, "
+                          "submit with `unbroken slurm submit --chain` (follow-up jobs instead of requeues)")
 
 
 class SlurmEnvironment(Environment):
@@ -98,21 +108,29 @@ class SlurmEnvironment(Environment):
     """
 
     def __init__(self, job: JobInfo, max_requeues: int | None = None, runner: Callable = run_tool,
-                 kill_wait: float = KILL_WAIT_SECONDS):
+                 kill_wait: float = KILL_WAIT_SECONDS, chain: bool = False):
         self.job, self.max_requeues, self.runner, self.kill_wait = job, max_requeues, runner, kill_wait
+        self.chain = chain
         self._end_time: float | None | bool = False
 
     def deadline(self) -> float | None:
+        """The job's EndTime (read once); None when unlimited or when scontrol cannot tell (reported once)."""
         if self._end_time is False:
-            self._end_time = job_end_time(self.job.job_id, self.runner)
+            try:
+                self._end_time = job_end_time(self.job.job_id, self.runner)
+            except LaunchError as exc:
+                print(f"unbroken: the job's end time is unknown ({exc}); relying on --time-limit and Slurm's "
+                      "--signal", file=sys.stderr, flush=True)
+                self._end_time = None
         return self._end_time
 
     def attempt_fields(self) -> dict:
         return {"launcher": "slurm", "slurm_job_id": self.job.requeue_id, "slurm_array_task": self.job.array_task_id,
-                "slurm_nodes": self.job.nodes, "slurm_restarts": self.job.restart_count}
+                "slurm_nodes": self.job.nodes, "slurm_restarts": self.requeues()}
 
     def requeues(self) -> int:
-        return self.job.restart_count
+        """Requeues so far: Slurm's restart count, plus the links before this one in a chain."""
+        return self.job.restart_count + max(0, self.job.chain_link - 1)
 
     def requeue(self, reason: str, log: Callable[[str], None], wait_for_kill: WaitForKill) -> None:
         """Requeue the job (called after the checkpoint is committed), then wait for Slurm's kill.
@@ -120,6 +138,9 @@ class SlurmEnvironment(Environment):
         The requeue makes Slurm signal this job (TERM, then KILL after its KillWait); returning
         early would let the job end on its own first. Waits at most ``kill_wait`` seconds.
         """
+        if self.chain:
+            log(f"unbroken: checkpoint committed; the follow-up job of this chain continues the trial ({reason})")
+            return
         log(f"unbroken: checkpoint committed; requeueing Slurm job {self.job.requeue_id} ({reason})")
         sys.stdout.flush()
         try:
@@ -177,6 +198,9 @@ class SubmitOptions:
     margin: int = 120
     max_requeues: int | None = None
     max_restarts: int = 3
+    max_stalled: int | None = None  # --max-requeues-without-progress (None: the run's default)
+    chain: bool = False  # follow-up jobs instead of requeues (see unbroken.launch.chain)
+    script_path: Path | None = None  # where the script is written (a chain resubmits it)
     python: str = sys.executable
 
     def __post_init__(self):
@@ -185,13 +209,17 @@ class SubmitOptions:
         if self.time is not None and parse_slurm_time(self.time) <= self.margin:
             raise ConfigError(f"--time {self.time} is not longer than the save margin ({self.margin} s): the job "
                               "would be asked to stop before it starts; raise --time or lower --margin")
+        if self.chain and (self.array or self.trial is None or self.script_path is None):
+            raise ConfigError("--chain continues one trial through follow-up jobs: it needs a trial and a script "
+                              "path, and does not work with --array")
 
 
 def render_script(opts: SubmitOptions) -> str:
-    """A readable sbatch script that runs the command under `unbroken run` and requeues itself."""
+    """A readable sbatch script that runs the command under `unbroken run` and requeues itself
+    (or, with ``chain``, submits its follow-up job first: :mod:`unbroken.launch.chain`)."""
     out_pattern = "slurm-%A_%a.out" if opts.array else "slurm-%j.out"
     directives = [
-        ("job-name", opts.name), ("requeue", None), ("open-mode", "append"),
+        ("job-name", opts.name), ("no-requeue" if opts.chain else "requeue", None), ("open-mode", "append"),
         ("signal", f"B:{opts.signal}@{opts.margin}" if opts.signal else None),
         ("output", str(opts.logs / out_pattern)),
         ("time", opts.time), ("partition", opts.partition), ("gres", opts.gres),
@@ -199,10 +227,34 @@ def render_script(opts: SubmitOptions) -> str:
         ("ntasks-per-node", opts.ntasks_per_node), ("array", opts.array), ("account", opts.account),
         ("qos", opts.qos),
     ]
+    flags = ("requeue", "no-requeue")
     lines = ["#!/bin/bash"]
-    lines += [f"#SBATCH --{k}" + ("" if v is None and k == "requeue" else f"={v}")
-              for k, v in directives if v is not None or k == "requeue"]
+    lines += [f"#SBATCH --{k}" + ("" if k in flags else f"={v}") for k, v in directives if v is not None or k in flags]
     lines += [f"#SBATCH {arg}" for arg in opts.sbatch_args]
+    lines += [
+        "",
+        f"# Written by `unbroken slurm submit` on {dt.datetime.now().isoformat(timespec='seconds')}.",
+        *(_CHAIN_COMMENT if opts.chain else _REQUEUE_COMMENT),
+        f"export UNBROKEN_HOME={shlex.quote(str(opts.home))}",
+        *(f"export {var}={shlex.quote(value)}" for var, value in
+          (("UNBROKEN_STORAGE", opts.storage), ("UNBROKEN_DB", opts.db)) if value),
+        *(_chain_lines(opts) if opts.chain else []),
+        "exec " + " ".join(_run_words(opts)) + " -- " + shlex.join(opts.command),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_REQUEUE_COMMENT = ("# On the signal above (or near the time limit) the training saves, then the job requeues",
+                    "# itself and resumes in the next allocation. Resubmitting this file is safe: it resumes too.")
+_CHAIN_COMMENT = ("# --chain: this job first submits its follow-up (afterany: it starts when this one ends),",
+                  "# then trains until the signal or the time limit and saves; the follow-up resumes. A link",
+                  "# whose trial is finished exits at once. Resubmitting this file is safe: it resumes too.")
+#: Seconds by which the chained script's --time-limit undercuts --time (the job started a bit earlier).
+CHAIN_CLOCK_SLACK = 5
+
+
+def _run_words(opts: SubmitOptions) -> list[str]:
     name = f"{opts.name}-${{SLURM_ARRAY_TASK_ID}}" if opts.array else opts.name
     run = [shlex.quote(opts.python), "-m", "unbroken", "run", "--name", f'"{name}"',
            "--preempt-signal", opts.signal or "USR2", "--margin", f"{opts.margin}s",
@@ -211,18 +263,24 @@ def render_script(opts: SubmitOptions) -> str:
         run += ["--trial", str(opts.trial)]
     if opts.max_requeues is not None:
         run += ["--max-requeues", str(opts.max_requeues)]
-    lines += [
-        "",
-        f"# Written by `unbroken slurm submit` on {dt.datetime.now().isoformat(timespec='seconds')}.",
-        "# On the signal above (or near the time limit) the training saves, then the job requeues",
-        "# itself and resumes in the next allocation. Resubmitting this file is safe: it resumes too.",
-        f"export UNBROKEN_HOME={shlex.quote(str(opts.home))}",
-        *(f"export {var}={shlex.quote(value)}" for var, value in
-          (("UNBROKEN_STORAGE", opts.storage), ("UNBROKEN_DB", opts.db)) if value),
-        "exec " + " ".join(run) + " -- " + shlex.join(opts.command),
-        "",
-    ]
-    return "\n".join(lines)
+    if opts.max_stalled is not None:
+        run += ["--max-requeues-without-progress", str(opts.max_stalled)]
+    if opts.chain:
+        run += ["--chain"]
+        if opts.time is not None:  # without scontrol in the job, its end is known only from here
+            seconds = parse_slurm_time(opts.time)
+            run += ["--time-limit", f"{seconds - min(CHAIN_CLOCK_SLACK, (seconds - opts.margin) / 2):g}s"]
+    return run
+
+
+def _chain_lines(opts: SubmitOptions) -> list[str]:
+    """Submit the follow-up link (exit 3: the trial is finished, so this link ends at once)."""
+    words = [shlex.quote(opts.python), "-m", "unbroken", "slurm", "chain-next", "--name", shlex.quote(opts.name),
+             "--trial", str(opts.trial), "--script", shlex.quote(str(opts.script_path))]
+    if opts.max_requeues is not None:
+        words += ["--max-requeues", str(opts.max_requeues)]
+    return [" ".join(words),
+            'case $? in 0) ;; 3) exit 0 ;; *) echo "unbroken: no follow-up job; the chain ends after this one" >&2 ;; esac']
 
 
 def submit(script_path: Path, extra: Sequence[str] = (), runner: Callable = run_tool) -> str:
