@@ -1,0 +1,44 @@
+"""Executors: where trial segments run (local processes, Slurm jobs, Ray tasks); see :mod:`.base`."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ...errors import ConfigError
+from .base import LOST, Executor, SegmentJob
+from .local import LocalExecutor
+
+NAMES = ("local", "slurm", "ray")
+
+
+def make_executor(raw: Any) -> Executor:
+    """An executor from ``{type: local|slurm|ray, ...options}``, a name, None (local) or an Executor."""
+    if isinstance(raw, Executor):
+        return raw
+    if raw is None:
+        raw = {"type": "local"}
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"executor must be a name or a mapping such as {{type: slurm, partition: debug}}, not {raw!r}")
+    options = dict(raw)
+    kind = options.pop("type", "local")
+    try:
+        if kind == "local":
+            if options:
+                raise ConfigError(f"the local executor takes no options, not {sorted(options)}")
+            return LocalExecutor()
+        if kind == "slurm":
+            from .slurm import SlurmExecutor  # noqa: PLC0415
+
+            return SlurmExecutor(**options)
+        if kind == "ray":
+            from .ray import RayExecutor  # noqa: PLC0415
+
+            return RayExecutor(**options)
+    except TypeError as exc:
+        raise ConfigError(f"executor {kind}: {exc}") from None
+    raise ConfigError(f"unknown executor {kind!r}; known: {', '.join(NAMES)}")
+
+
+__all__ = ["Executor", "LOST", "LocalExecutor", "NAMES", "SegmentJob", "make_executor"]
