@@ -59,6 +59,7 @@ def _register() -> None:
     run.register(main)
     slurm.register(main)
     __import__("unbroken.cli.ui", fromlist=["register"]).register(main)
+    __import__("unbroken.cli.sweep", fromlist=["register"]).register(main)
     for command in _leaves(main):
         location_options(command, envvar=False)
 
