@@ -28,7 +28,7 @@ EXIT_PREEMPTED = 75
 
 DB_FILENAME = "unbroken.db"
 MANIFEST_NAME = "MANIFEST.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest checkpoint format this version reads (1: plain; 2: with references)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" would accept a trailing newline
 
