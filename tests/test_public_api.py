@@ -9,7 +9,7 @@ import unbroken.errors
 
 PROMISED = {
     "EXIT_PREEMPTED", "ResumableLoader", "Run", "RunInfo", "State", "__version__", "every_seconds", "every_steps",
-    "init", "keep_all", "keep_best", "keep_every", "keep_latest", "never",
+    "init", "auto_interval", "keep_all", "keep_best", "keep_every", "keep_latest", "never",
     "BackgroundSaveError", "CheckpointError", "CheckpointGone", "CheckpointNotFound", "ConfigError",
     "CorruptCheckpoint", "CorruptCheckpointWarning", "IndexWarning", "LaunchError", "NotFound", "PickleNotAllowed", "StateMismatch",
     "StorageError", "TensorFileError", "TrackingError", "TrialBusy", "TrialNotFound", "UnbrokenError",

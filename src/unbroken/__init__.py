@@ -21,6 +21,7 @@ from .errors import (
     TensorFileError, TrackingError, TrialBusy, TrialNotFound, UnbrokenError, UnbrokenWarning, UnsafePathError,
     UnsupportedFormatVersion, UnsupportedValue,
 )
+from .runtime.interval import auto_interval
 from .runtime.policy import every_seconds, every_steps, never
 from .runtime.init import init
 from .runtime.run import Run, RunInfo
@@ -36,7 +37,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'unbroken' has no attribute {name!r}")
 
 __all__ = [
-    "EXIT_PREEMPTED", "ResumableLoader", "Run", "RunInfo", "State", "__version__",
+    "EXIT_PREEMPTED", "ResumableLoader", "Run", "RunInfo", "State", "__version__", "auto_interval",
     "every_seconds", "every_steps", "init", "keep_all", "keep_best", "keep_every", "keep_latest", "never",
     "BackgroundSaveError", "CheckpointError", "CheckpointGone", "CheckpointNotFound", "ConfigError",
     "CorruptCheckpoint", "CorruptCheckpointWarning", "IndexWarning", "LaunchError", "NotFound", "PickleNotAllowed",

@@ -111,3 +111,40 @@ def test_a_corrupt_index_is_moved_aside_and_the_run_goes_on(home):
         with unbroken.init("exp", home=home) as run:
             assert run.info.trial == 1
     assert any(p.name.startswith("unbroken.db.corrupt") for p in home.iterdir())
+
+
+def test_incremental_runs_write_only_what_changed_and_resume_bitwise(home):
+    import numpy as np
+
+    from unbroken.tracking import Tracker
+
+    frozen = np.arange(1 << 16, dtype=np.float32)
+    with unbroken.init("inc", home=home, incremental=True, keep=unbroken.keep_latest(2)) as run:
+        state = unbroken.State(frozen=frozen.copy(), live=np.zeros(1 << 16, dtype=np.float32), rng=False)
+        for step in range(1, 5):
+            state.live += 1
+            run.save(state, step)
+        run.wait_for_saves()
+        trial_id = run.info.trial_id
+    written = [p.value for p in Tracker(home / "unbroken.db").metrics(trial_id, group="checkpoint",
+                                                                       name="bytes_written")]
+    assert 0 < written[-1] < 0.6 * written[0]  # later saves skip the frozen half
+    with unbroken.init("inc", home=home) as run:
+        restored = unbroken.State(frozen=np.zeros_like(frozen), live=np.zeros(1 << 16, dtype=np.float32), rng=False)
+        assert run.restore(restored) == 4
+        assert np.array_equal(restored.frozen, frozen) and np.all(restored.live == 4)
+
+
+def test_auto_interval_learns_from_the_trials_failures(home, caplog):
+    import logging
+
+    for _ in range(2):  # two attempts that crashed
+        with pytest.raises(RuntimeError):
+            with unbroken.init("auto", home=home):
+                raise RuntimeError("boom")
+    policy = unbroken.auto_interval(mtbf_hint=3600.0)
+    with caplog.at_level(logging.INFO, logger="unbroken"):
+        with unbroken.init("auto", home=home, save=policy):
+            decision = policy.decision()
+    assert decision.failures == 2 and decision.mtbf_s < 3600.0
+    assert "Young/Daly" in caplog.text

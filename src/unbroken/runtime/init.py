@@ -36,7 +36,8 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
          fresh: bool = False, save: SavePolicy | None = None, keep: RetentionPolicy | None = None,
          preempt_signals: list[str | int] | None = None, deadline: float | None = None,
          exit_on_preempt: bool = True, wait_for_trial: float | None = 0,
-         storage: str | os.PathLike | None = None, db: str | os.PathLike | None = None) -> Run:
+         storage: str | os.PathLike | None = None, db: str | os.PathLike | None = None,
+         incremental: bool | None = None) -> Run:
     """Join (or create) the trial of experiment ``name`` and record this process as an attempt.
 
     * ``name``: the experiment. Rerunning with the same name resumes its newest trial;
@@ -50,8 +51,11 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
       trial keeps the storage it was created with; a rerun finds it there.
     * ``db``: the tracking index: a PostgreSQL URL or a SQLite file (default ``$UNBROKEN_DB``,
       else ``unbroken.db`` in the home). A corrupt SQLite file is moved aside and rebuilt.
-    * ``save``: when ``run.steps()`` checkpoints (default every 10 minutes); ``keep``: retention
-      (default the latest 3).
+    * ``save``: when ``run.steps()`` checkpoints (default every 10 minutes;
+      ``unbroken.auto_interval()`` chooses it from the measured save cost and this trial's failure
+      history); ``keep``: retention (default the latest 3).
+    * ``incremental``: asynchronous saves write only the tensors that changed since the previous
+      checkpoint and refer to the earlier files for the rest (default ``$UNBROKEN_INCREMENTAL``, else off).
     * ``preempt_signals``: signals that request a stop (default TERM, INT and the supervisor's
       signal or USR2), handled from the first ``should_preempt()``/``steps()`` on;
       ``deadline``: a Unix time at which to stop.
@@ -79,11 +83,11 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
         with _closing_on_error(lease.release):
             store = trial_store(home_path, trial, storage_root)
             return _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_signals, deadline,
-                            exit_on_preempt)
+                            exit_on_preempt, incremental)
 
 
 def _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_signals, deadline,
-             exit_on_preempt) -> Run:
+             exit_on_preempt, incremental) -> Run:
     me = ProcessIdentity.current()
     if launch.supervised:
         attempt = tracker.attempt(launch.attempt_id)
@@ -101,9 +105,17 @@ def _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_si
                              extra_signal=launch.preempt_signal)
     checkpoint = CheckpointContext(store, index, keep or DEFAULT_RETENTION, label=label)
     writer = MetricsWriter(tracker, trial.id, attempt.id)
-    loop = StateLoop(checkpoint, TrainContext(writer), preempt, save or DEFAULT_SAVE_POLICY, label=label)
+    loop = StateLoop(checkpoint, TrainContext(writer), preempt, save or DEFAULT_SAVE_POLICY, label=label,
+                     incremental=incremental)
+    loop.observe_history(_history(tracker.attempts(trial.id), attempt.id))
     return Run(info, checkpoint=checkpoint, preempt=preempt, writer=writer, index=index, loop=loop,
                release=lease.release, exit_on_preempt=exit_on_preempt)
+
+
+def _history(attempts, current_id: int) -> list[tuple[float, bool]]:
+    """Earlier attempts of the trial as ``(seconds they ran, ended by a failure)``."""
+    return [(max(0.0, (a.ended_at or a.started_at) - a.started_at), a.end_reason in ("crashed", "lost"))
+            for a in attempts if a.id != current_id and a.ended_at is not None]
 
 
 def _experiment_name(name: str | None, launch: LaunchEnv) -> str:

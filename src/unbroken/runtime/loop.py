@@ -25,6 +25,7 @@ from ..checkpoint.saving.saver import Saver
 from ..checkpoint.store.pending import check_steps
 from ..errors import BackgroundSaveError, CheckpointGone, CorruptCheckpoint
 from .checkpointing import CheckpointContext
+from .interval import auto_interval
 from .policy import DurationEstimate, SavePolicy, stop_before_deadline
 from .preempt import PreemptContext
 from .training import TrainContext
@@ -39,9 +40,11 @@ class StateLoop:
     """Restore, save on policy, stop at a boundary; see the module docstring."""
 
     def __init__(self, checkpoint: CheckpointContext, train: TrainContext, preempt: PreemptContext,
-                 policy: SavePolicy, *, label: str, clock: Callable[[], float] = time.monotonic):
+                 policy: SavePolicy, *, label: str, clock: Callable[[], float] = time.monotonic,
+                 incremental: bool | None = None):
         self.checkpoint, self.train, self.preempt = checkpoint, train, preempt
         self.policy = policy
+        self.incremental = incremental  # None: $UNBROKEN_INCREMENTAL decides (see Saver)
         self.state: State | None = None
         self.loop_finished = False
         self.stopped_for_preemption = False
@@ -67,7 +70,8 @@ class StateLoop:
             try:
                 with self.checkpoint.store.reading(manifest.uuid):
                     directory = self.checkpoint.store.local_copy(manifest.uuid)
-                    statefile.restore(state, directory, manifest, allow_pickle=allow_pickle, strict=strict)
+                    statefile.restore(state, directory, manifest, allow_pickle=allow_pickle, strict=strict,
+                                      resolve=self.checkpoint.store.local_copy)  # referenced files too
             except CheckpointGone:
                 continue
             except CorruptCheckpoint as exc:
@@ -126,7 +130,7 @@ class StateLoop:
     @property
     def _saves(self) -> Saver:
         if self._saver is None:
-            self._saver = Saver(self.checkpoint.store, on_committed=self._on_committed)
+            self._saver = Saver(self.checkpoint.store, on_committed=self._on_committed, incremental=self.incremental)
         return self._saver
 
     def _prepare_saves(self, state: State) -> None:
@@ -140,7 +144,28 @@ class StateLoop:
         """Writer thread: a save was committed; remember how long it took (call -> committed)."""
         if handle.save_s is not None:
             self.save_time.add(handle.save_s)
-        self.train.report_metrics("checkpoint", handle.steps_completed, {"save_s": handle.save_s, "bytes": handle.nbytes})
+        for policy in self._interval_policies():
+            before = policy.decision().interval_s
+            policy.observe_save(handle.stall_s, handle.save_s)
+            if abs(policy.decision().interval_s - before) > 0.1 * before:
+                log.info("%s", policy.decision().log_line())
+        self.train.report_metrics("checkpoint", handle.steps_completed, {
+            "save_s": handle.save_s, "bytes": handle.nbytes, "bytes_written": handle.bytes_written})
+
+    def observe_history(self, attempts: list[tuple[float, bool]]) -> None:
+        """This trial's earlier attempts ``(seconds, ended by a failure)``, for a self-tuning interval."""
+        for policy in self._interval_policies():
+            policy.observe_history(attempts)
+            log.info("%s", policy.decision().log_line())
+
+    def _interval_policies(self) -> list[auto_interval]:
+        stack, found = [self.policy], []
+        while stack:
+            policy = stack.pop()
+            stack.extend(getattr(policy, "policies", ()))
+            if isinstance(policy, auto_interval):
+                found.append(policy)
+        return found
 
     # -- the loop --------------------------------------------------------------------------------
     def steps(self, start: int, total: int | None = None, *, state: State | None = None) -> Iterator[int]:
