@@ -190,6 +190,15 @@ def parse_value(value: Any, path: Path) -> Any:
     return value
 
 
+def is_domain_form(value: Any) -> bool:
+    """Whether a mapping names a known domain (``{"type": KIND, ...}`` or ``{KIND: [...]}``)."""
+    if not isinstance(value, Mapping):
+        return False
+    if isinstance(value.get("type"), str):
+        return True
+    return len(value) == 1 and _ALIASES.get(next(iter(value)), next(iter(value))) in KINDS
+
+
 def _domain(kind: str, args: Any, path: Path) -> Domain:
     name = _ALIASES.get(kind, kind)
     cls = KINDS.get(name)

@@ -97,10 +97,10 @@ def _parse_mutations(raw: Mapping[str, Any]) -> dict[str, Any]:
             if not spec:
                 raise ConfigError(f"pbt hyperparam_mutations[{key!r}] is an empty list")
             out[key] = list(spec)
-        elif isinstance(spec, Mapping) and not isinstance(space_mod.parse_value(spec, (key,)), space_mod.Domain):
-            out[key] = _parse_mutations(spec)
-        elif isinstance(spec, Mapping):
+        elif space_mod.is_domain_form(spec):
             out[key] = space_mod.parse_value(spec, (key,))
+        elif isinstance(spec, Mapping):
+            out[key] = _parse_mutations(spec)
         elif isinstance(spec, space_mod.Domain) or callable(spec):
             out[key] = spec
         else:
