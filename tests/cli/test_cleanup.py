@@ -46,3 +46,19 @@ def test_rm_of_a_checkpoint_being_read_is_refused(cli, home):
         result = cli("rm", "exp", "--uuid", oldest)
         assert result.exit_code == 1 and "being read" in result.output
     assert cli("rm", "exp", "--uuid", oldest).exit_code == 0
+
+
+def test_incremental_checkpoints_verify_through_references_and_rm_all_deletes_newest_first(cli, home):
+    with unbroken.init("inc", home=home, incremental=True, keep=unbroken.keep_all()) as run:
+        state = unbroken.State(frozen=np.arange(4096, dtype=np.float32), live=np.zeros(4096, dtype=np.float32),
+                               rng=False)
+        for step in (1, 2, 3):
+            state.live += 1
+            run.save(state, step)
+        run.wait_for_saves()
+    report = cli.json("verify", "inc")
+    assert report["ok"] and [c["status"] for c in report["checkpoints"]] == ["ok"] * 3
+    exported = cli("export", "inc", "--to", str(home / "out"))
+    assert exported.exit_code == 1 and "incremental" in exported.output
+    assert cli.json("rm", "inc", "--all-checkpoints", "--yes")["deleted"]
+    assert not [p for p in TrialPaths(home, "inc", 1).checkpoints.iterdir() if not p.name.startswith(".")]

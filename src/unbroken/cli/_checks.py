@@ -122,7 +122,10 @@ def check(entry: Entry, advance: Advance) -> Outcome:
             return GONE
         return Outcome("corrupt", reason(entry.uuid, entry.problem), damaged=not entry.newer)
     try:
-        verify_mod.verify_checkpoint(entry.local_directory(), entry.manifest, progress=advance)
+        if entry.manifest.refs and entry.store is not None:  # incremental: follow the references too
+            entry.store.verify(entry.uuid, force=True)
+        else:
+            verify_mod.verify_checkpoint(entry.local_directory(), entry.manifest, progress=advance)
     except CheckpointGone:
         return GONE
     except (CorruptCheckpoint, StorageError) as exc:

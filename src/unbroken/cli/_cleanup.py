@@ -44,7 +44,9 @@ def rm(ctx: click.Context, trial: str, uuids: tuple[str, ...], everything: bool,
     found = find_trial(tracker, trial)
     store = trial_store(home, found)
     present = set(store.storage.names())
-    doomed = sorted(present) if everything else list(dict.fromkeys(uuids))
+    newest_first = [m.uuid for m in reversed(store.list())]  # an incremental checkpoint before what it refers to
+    doomed = ([u for u in newest_first if u in present] + sorted(present - set(newest_first))) if everything \
+        else list(dict.fromkeys(uuids))
     for uuid in doomed:
         if uuid not in present:
             raise CheckpointNotFound(f"no checkpoint {uuid} in {store.storage.location} "
@@ -115,8 +117,8 @@ def _delete_checkpoints(home: Path, name: str) -> None:
     for paths in trials_on_disk(home):
         if paths.experiment == name:
             store = CheckpointStore(LocalStorage(paths.checkpoints))
-            for uuid in store.storage.names():
-                store.delete(uuid)
+            for manifest in reversed(store.list()):  # newest first: referring checkpoints go before their sources
+                store.delete(manifest.uuid)
 
 
 def _trials_of(tracker: Tracker | None, name: str) -> list[Trial] | None:

@@ -227,6 +227,10 @@ def _manifest_of(entry: Entry):
         raise UnsupportedFormatVersion(entry.problem)
     if entry.manifest is None:
         raise CorruptCheckpoint(entry.problem or f"checkpoint {entry.uuid} has no valid manifest")
+    if entry.manifest.refs:
+        raise CliError(f"checkpoint {entry.uuid} is incremental: it refers to files of "
+                       f"{', '.join(sorted(entry.manifest.ref_uuids))}, so it cannot be exported on its own yet; "
+                       "load it with unbroken.checkpoint.files.load or run.restore and save it again")
     return entry.manifest
 
 
