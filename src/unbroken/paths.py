@@ -5,6 +5,7 @@
     <home>/unbroken.db                                            tracking index (SQLite)
     <home>/experiments/<experiment>/trial-<n>/checkpoints/<uuid>/  committed checkpoints
     <home>/experiments/<experiment>/trial-<n>/logs/attempt-<k>.log attempt logs (supervisor)
+    <home>/experiments/<experiment>/trial-<n>/logs/requeue-progress.json  allocations without progress
     <home>/experiments/<experiment>/trial-<n>/.writer.lock         the one-writer lease of the trial
     <home>/experiments/<experiment>/slurm/                         logs of Slurm job arrays
 """
@@ -54,6 +55,11 @@ class TrialPaths:
     def attempt_log(self, attempt_number: int) -> Path:
         """The log file of one attempt (written by the supervisor)."""
         return self.logs / f"attempt-{int(attempt_number)}.log"
+
+    @property
+    def requeue_ledger(self) -> Path:
+        """Allocations in a row without progress (the supervisor's no-endless-requeue rule)."""
+        return self.logs / "requeue-progress.json"
 
     @property
     def writer_lock(self) -> Path:

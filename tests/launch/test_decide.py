@@ -5,7 +5,8 @@ import signal
 import pytest
 
 from unbroken.launch.decide import EXIT_NO_PROGRESS, Facts, Policies, classify, decide, made_progress
-from unbroken.launch.progress import Ledger, ledger_path, load_ledger, save_ledger
+from unbroken.launch.progress import Ledger, load_ledger, save_ledger
+from unbroken.paths import TrialPaths
 from unbroken.launch.restart import Outcome, exponential_backoff, max_failures
 
 POLICIES = Policies(max_failures(2), exponential_backoff(1, 8), margin=60)
@@ -120,7 +121,7 @@ def test_ledger_counts_allocations_in_a_row_without_a_newer_checkpoint(tmp_path)
     for steps, expected in [(50, (50, 0)), (50, (50, 1)), (30, (50, 2)), (-1, (50, 3)), (60, (60, 0))]:
         ledger = ledger.after(steps)
         assert (ledger.best_steps, ledger.stalled) == expected
-    path = ledger_path(tmp_path / "logs")
+    path = TrialPaths(tmp_path, "exp", 1).requeue_ledger
     assert load_ledger(path) == Ledger()
     save_ledger(path, Ledger(7, 2))
     assert load_ledger(path) == Ledger(7, 2)

@@ -16,9 +16,6 @@ import json
 import os
 from pathlib import Path
 
-LEDGER_NAME = "requeue-progress.json"
-
-
 @dataclasses.dataclass(frozen=True)
 class Ledger:
     """``best_steps``: the newest committed step any allocation ended with (-1: none yet);
@@ -32,10 +29,6 @@ class Ledger:
         if steps_now > self.best_steps:
             return Ledger(steps_now, 0)
         return Ledger(self.best_steps, self.stalled + 1)
-
-
-def ledger_path(logs: Path) -> Path:
-    return logs / LEDGER_NAME
 
 
 def load_ledger(path: Path) -> Ledger:

@@ -47,7 +47,7 @@ from .child import Child, spawn
 from .clock import SYSTEM_CLOCK, Clock
 from .decide import EXIT_CANCELLED, Decision, Facts, Policies, classify, decide, describe, made_progress
 from .environment import Environment
-from .progress import Ledger, ledger_path, load_ledger, save_ledger
+from .progress import Ledger, load_ledger, save_ledger
 from .spot import SpotNotice
 from .spotwatch import SpotWatcher, spot_watcher
 from .restart import Outcome
@@ -226,7 +226,7 @@ class Supervisor:
 
     def _count_allocation(self, steps_after: int) -> None:
         """This allocation ends (preempted, requeueable): update the trial's progress ledger."""
-        path = ledger_path(self.paths.logs)
+        path = self.paths.requeue_ledger
         self._ledger = load_ledger(path).after(steps_after)
         try:
             save_ledger(path, self._ledger)
