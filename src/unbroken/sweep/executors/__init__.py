@@ -33,7 +33,7 @@ def make_executor(raw: Any) -> Executor:
 
             return SlurmExecutor(**options)
         if kind == "ray":
-            from .ray import RayExecutor  # noqa: PLC0415
+            from .rayexec import RayExecutor  # noqa: PLC0415
 
             return RayExecutor(**options)
     except TypeError as exc:
