@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from . import space as space_mod
+from .forms import kind_and_options
 
 
 class Searcher:
@@ -87,14 +88,7 @@ def make_searcher(raw: Any) -> Searcher:
     """A searcher from the file form ``{algorithm: random|grid|optuna, ...}``, a name, or a Searcher."""
     if isinstance(raw, Searcher):
         return raw
-    if raw is None:
-        return BasicSearcher()
-    if isinstance(raw, str):
-        raw = {"algorithm": raw}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"search must be a name or a mapping such as {{algorithm: random, seed: 0}}, not {raw!r}")
-    options = dict(raw)
-    algorithm = options.pop("algorithm", "random")
+    algorithm, options = kind_and_options(raw, "algorithm", "search", "{algorithm: random, seed: 0}", "random")
     if algorithm in ("random", "basic", "grid"):
         unknown = set(options) - {"seed"}
         if unknown:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from ...errors import ConfigError
+from ..forms import kind_and_options
 from .base import LOST, Executor, SegmentJob
 from .local import LocalExecutor
 
@@ -15,14 +16,7 @@ def make_executor(raw: Any) -> Executor:
     """An executor from ``{type: local|slurm|ray, ...options}``, a name, None (local) or an Executor."""
     if isinstance(raw, Executor):
         return raw
-    if raw is None:
-        raw = {"type": "local"}
-    if isinstance(raw, str):
-        raw = {"type": raw}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"executor must be a name or a mapping such as {{type: slurm, partition: debug}}, not {raw!r}")
-    options = dict(raw)
-    kind = options.pop("type", "local")
+    kind, options = kind_and_options(raw, "type", "executor", "{type: slurm, partition: debug}", "local")
     try:
         if kind == "local":
             if options:

@@ -6,9 +6,10 @@ Pure objects (see :mod:`.base`); :func:`make_scheduler` builds one from a file's
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from ...errors import ConfigError
+from ..forms import kind_and_options
 from .asha import ASHAScheduler, AsyncHyperBandScheduler
 from .base import Decision, Scheduler, TrialView
 from .fifo import FIFOScheduler
@@ -22,14 +23,7 @@ def make_scheduler(raw: Any) -> Scheduler:
     """A scheduler from ``{type: NAME, ...options}``, a name, None (FIFO) or a Scheduler."""
     if isinstance(raw, Scheduler):
         return raw
-    if raw is None:
-        return FIFOScheduler()
-    if isinstance(raw, str):
-        raw = {"type": raw}
-    if not isinstance(raw, Mapping) or "type" not in raw:
-        raise ConfigError(f"scheduler must be a name or a mapping such as {{type: asha, max_t: 8}}, not {raw!r}")
-    options = dict(raw)
-    kind = options.pop("type")
+    kind, options = kind_and_options(raw, "type", "scheduler", "{type: asha, max_t: 8}", "fifo")
     cls = TYPES.get(kind)
     if cls is None:
         raise ConfigError(f"unknown scheduler {kind!r}; known: {', '.join(TYPES)}")
