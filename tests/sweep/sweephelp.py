@@ -11,6 +11,7 @@ from pathlib import Path
 
 from procs import child_env
 
+from unbroken.errors import NotFound
 from unbroken.sweep.state import SweepStore
 
 HERE = Path(__file__).resolve().parent
@@ -42,9 +43,12 @@ def run_driver(home: Path, sweep_file: Path, timeout: float = 150, **env: str) -
 
 
 def rows(home: Path, name: str):
+    """The sweep's rows ({} while its driver has not recorded the sweep yet)."""
     store = SweepStore(str(home / "unbroken.db"))
     try:
         return store.trials(store.sweep(name).id)
+    except NotFound:
+        return {}
     finally:
         store.close()
 
