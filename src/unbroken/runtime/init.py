@@ -18,8 +18,9 @@ from ..paths import TrialPaths
 from ..storage.locks import WriterLease
 from ..tracking import Tracker, join_trial, resolve_db_url
 from .checkpointing import CheckpointContext
+from .distributed import detect
+from .groupinit import follow, lead, make_loop
 from .index import RunIndex
-from .loop import StateLoop
 from .metrics import MetricsWriter
 from .policy import SavePolicy, every_seconds
 from .preempt import PreemptContext
@@ -66,6 +67,18 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
       seconds, or without limit (None). A writer that died releases the trial at once.
     """
     _default_logging()
+    group = detect()
+    if not group.is_chief:
+        return follow(group, keep or DEFAULT_RETENTION, save or DEFAULT_SAVE_POLICY, preempt_signals, deadline,
+                      exit_on_preempt)
+    with lead(group) as share:
+        return share(_init_chief(group, name, hparams, home, fresh, save, keep, preempt_signals, deadline,
+                                 exit_on_preempt, wait_for_trial, storage, db, incremental))
+
+
+def _init_chief(group, name, hparams, home, fresh, save, keep, preempt_signals, deadline, exit_on_preempt,
+                wait_for_trial, storage, db, incremental) -> Run:
+    """Rank 0 (or the one process): join the trial, take the lease, record the attempt, compose the Run."""
     launch = LaunchEnv.from_env()
     home_path = launch.home if launch.supervised and launch.home else resolve_home(home)
     experiment = _experiment_name(name, launch)
@@ -83,11 +96,11 @@ def init(name: str | None = None, *, hparams: dict[str, Any] | None = None, home
         with _closing_on_error(lease.release):
             store = trial_store(home_path, trial, storage_root)
             return _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_signals, deadline,
-                            exit_on_preempt, incremental)
+                            exit_on_preempt, incremental, group)
 
 
 def _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_signals, deadline,
-             exit_on_preempt, incremental) -> Run:
+             exit_on_preempt, incremental, group) -> Run:
     me = ProcessIdentity.current()
     if launch.supervised:
         attempt = tracker.attempt(launch.attempt_id)
@@ -105,11 +118,11 @@ def _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_si
                              extra_signal=launch.preempt_signal)
     checkpoint = CheckpointContext(store, index, keep or DEFAULT_RETENTION, label=label)
     writer = MetricsWriter(tracker, trial.id, attempt.id)
-    loop = StateLoop(checkpoint, TrainContext(writer), preempt, save or DEFAULT_SAVE_POLICY, label=label,
+    loop = make_loop(group, checkpoint, TrainContext(writer), preempt, save or DEFAULT_SAVE_POLICY, label=label,
                      incremental=incremental)
     loop.observe_history(_history(tracker.attempts(trial.id), attempt.id))
-    return Run(info, checkpoint=checkpoint, preempt=preempt, writer=writer, index=index, loop=loop,
-               release=lease.release, exit_on_preempt=exit_on_preempt)
+    return Run(info, checkpoint=checkpoint, preempt=loop.preempt, writer=writer, index=index, loop=loop,
+               release=lease.release, exit_on_preempt=exit_on_preempt, distributed=group)
 
 
 def _history(attempts, current_id: int) -> list[tuple[float, bool]]:

@@ -5,7 +5,8 @@ As in Determined's core API:
 * ``run.checkpoint``  - store/restore/list checkpoints (:mod:`.checkpointing`);
 * ``run.train``       - metrics and progress (:mod:`.training`);
 * ``run.preempt``     - stop requests from signals and deadlines (:mod:`.preempt`);
-* ``run.distributed`` - rank and size (:mod:`.distributed`; one process for now);
+* ``run.distributed`` - rank, size, chief, collectives (:mod:`.distributed`; a torch.distributed
+  group is detected by ``init()``: see :mod:`.groupinit`);
 * ``run.info``        - who and where this run is (:class:`RunInfo`).
 
 On top sit the high-level helpers ``restore``/``save``/``maybe_save``/``steps``/``report``
@@ -54,10 +55,10 @@ class Run:
 
     def __init__(self, info: RunInfo, *, checkpoint: CheckpointContext, preempt: PreemptContext,
                  writer: MetricsWriter, index: RunIndex, loop: StateLoop, release: Callable[[], None],
-                 exit_on_preempt: bool):
+                 exit_on_preempt: bool, distributed: Any = None):
         self.info, self.checkpoint, self.preempt = info, checkpoint, preempt
         self.train = loop.train
-        self.distributed = SingleProcess()
+        self.distributed = distributed if distributed is not None else SingleProcess()
         self._writer, self._index, self._loop = writer, index, loop
         self._release = release
         self.exit_on_preempt = exit_on_preempt

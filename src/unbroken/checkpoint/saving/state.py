@@ -17,23 +17,29 @@ from __future__ import annotations
 
 import random
 import sys
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from ...errors import ConfigError, StateMismatch
 from ..format import codec
 
-_RESERVED = frozenset({"rng", "allow_pickle"})
+_RESERVED = frozenset({"rng", "allow_pickle", "replicated"})
 
 
 class State:
     """A named collection of checkpointable objects and values (see the module docstring)."""
 
-    def __init__(self, *, rng: bool = True, allow_pickle: bool = False, **entries: Any):
+    def __init__(self, *, rng: bool = True, allow_pickle: bool = False, replicated: Iterable[str] = (),
+                 **entries: Any):
         object.__setattr__(self, "_entries", {})
         object.__setattr__(self, "rng", bool(rng))
         object.__setattr__(self, "allow_pickle", bool(allow_pickle))
+        if isinstance(replicated, str):
+            replicated = (replicated,)
+        #: Entries identical on every rank of a torch.distributed run (DDP model and optimizer):
+        #: written once, by rank 0, and read by every rank. Ignored in a single process.
+        object.__setattr__(self, "replicated", frozenset(replicated))
         for name, value in entries.items():
             self[name] = value
 
