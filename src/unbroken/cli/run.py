@@ -90,9 +90,12 @@ def _option(param) -> str:
                    "signal. 'auto' probes each service once.")
 @click.option("--spot-interval", type=Duration(), default="5s", show_default=True,
               help="How often to ask the metadata service for a spot notice.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=None,
+              help="Run COMMAND as a torch.distributed group of this many ranks (through torchrun, restarted as a "
+                   "whole; one log per rank per attempt).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def run_command(ctx, name, fresh, trial, wait_for_trial, slurm, max_requeues, max_stalled, chain, spot, spot_interval,
+def run_command(ctx, name, nproc_per_node, fresh, trial, wait_for_trial, slurm, max_requeues, max_stalled, chain, spot, spot_interval,
                 max_restarts, max_total_failures, backoff, backoff_max, grace, preempt_signal, time_limit, margin,
                 reset_after, command):
     """Run COMMAND as a trial: stream and log its output, restart it on crashes, resume it.
@@ -114,7 +117,7 @@ def run_command(ctx, name, fresh, trial, wait_for_trial, slurm, max_requeues, ma
                            stop=stop, wait=restart.exponential_backoff(backoff, max(backoff, backoff_max)),
                            grace=grace, preempt_signal=preempt_signal, time_limit=time_limit, margin=margin,
                            reset_after=reset_after, wait_for_trial=wait_for_trial, spot=spot,
-                           spot_interval=spot_interval, max_stalled=max_stalled)
+                           spot_interval=spot_interval, max_stalled=max_stalled, nproc_per_node=nproc_per_node)
         code = Supervisor(config, environment).run()
     except UnbrokenError as exc:
         click.echo(f"unbroken run: {exc}", err=True)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +41,14 @@ class RunConfig:
     spot: str | None = None  # poll spot notices: aws, gcp, azure, auto (None: not at all)
     spot_interval: float = 5.0  # seconds between two questions to the metadata service
     max_stalled: int | None = 3  # --max-requeues-without-progress (None: no limit)
+    nproc_per_node: int | None = None  # run the command as a torch.distributed group of this many ranks
+
+    def child_command(self, rank_logs: Path) -> list[str]:
+        """What one attempt runs: the command, or a group of it through torchrun (:mod:`.group`)."""
+        if self.nproc_per_node is None:
+            return list(self.command)
+        return [sys.executable, "-m", "unbroken.launch.group", "--nproc-per-node", str(self.nproc_per_node),
+                "--log-dir", str(rank_logs), "--", *self.command]
 
     def __post_init__(self):
         if not self.command:
@@ -54,6 +63,8 @@ class RunConfig:
                               f"({self.margin:g} s), or the job would stop before it starts")
         if self.spot is not None and self.spot not in ("aws", "gcp", "azure", "auto"):
             raise ConfigError(f"--spot {self.spot!r}: use one of aws, gcp, azure, auto")
+        if self.nproc_per_node is not None and self.nproc_per_node < 1:
+            raise ConfigError(f"--nproc-per-node must be 1 or more, not {self.nproc_per_node!r}")
         if self.max_stalled is not None and self.max_stalled < 1:
             raise ConfigError(f"--max-requeues-without-progress must be 1 or more, not {self.max_stalled!r}")
         try:

@@ -158,7 +158,7 @@ class Supervisor:
             self._count_allocation(steps_after)
         decision = decide(outcome, self.history, self.policies, self._facts())
         self._index("end the attempt", self.tracker.end_attempt, attempt.id, decision.end_reason,
-                    exit_code=outcome.exit_code, signal=outcome.signal, message=describe(outcome))
+                    exit_code=outcome.exit_code, signal=outcome.signal, message=self._message(attempt.id, outcome))
         return decision
 
     def _start_attempt(self):
@@ -175,8 +175,8 @@ class Supervisor:
         self._tee.write_line(f"unbroken: attempt {number} of {self.trial.ref} on {socket.gethostname()}: "
                              f"{shlex.join(self.config.command)}")
         try:
-            self._child = self._spawn(list(self.config.command), self._launch_env(attempt_id).merged_into(os.environ),
-                                      self._tee)
+            command = self.config.child_command(self.paths.logs / f"attempt-{number}-ranks")
+            self._child = self._spawn(command, self._launch_env(attempt_id).merged_into(os.environ), self._tee)
         except LaunchError as exc:
             self._tee.close()
             self._tee = None
@@ -279,6 +279,8 @@ class Supervisor:
             self._forward(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
     def _forward(self, sig: int) -> None:
+        if self.config.nproc_per_node is not None:  # torchrun kills its workers on TERM: a group gets the preempt signal
+            sig = signal.Signals[self.config.preempt_signal]
         self._child.send_signal(sig)
         if self._kill_at is None:
             self._kill_at = self.clock.monotonic() + self.config.grace
@@ -311,6 +313,14 @@ class Supervisor:
         limit = None if self.config.time_limit is None else self._started_wall + self.config.time_limit
         ends = [t for t in (self.env.deadline() or limit, self._notice and self._notice.deadline) if t]
         return min(ends, default=None)
+
+    def _message(self, attempt_id: int, outcome: Outcome) -> str:
+        """How the attempt ended; for a group, after what its launcher recorded (which rank failed, why)."""
+        text = describe(outcome)
+        if self.config.nproc_per_node is None or outcome.kind != "crashed":
+            return text
+        attempt = self._index("read the attempt", self.tracker.attempt, attempt_id)
+        return f"{attempt.message} ({text})" if attempt is not None and attempt.message else text
 
     def _newest_steps(self) -> int:
         return max((m.steps_completed for m in self.store.list()), default=-1)
