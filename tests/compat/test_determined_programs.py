@@ -27,8 +27,8 @@ CONFIG = {"name": "core api stage 3", "entrypoint": "python3 det_managed.py",
 def test_managed_trial_from_a_determined_config_survives_sigkill(tmp_path):
     home, out = tmp_path / "home", tmp_path / "out.log"
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(CONFIG))
-    plan = load_experiment_config(tmp_path / "exp.yaml")
-    sup = supervise(home, plan.cli_args(), program("det_managed.py"), out, **plan.child_env())
+    plan = load_experiment_config(tmp_path / "exp.yaml")  # for the name it gives the trial
+    sup = supervise(home, ["--config", str(tmp_path / "exp.yaml")], program("det_managed.py"), out)
     kill_child_after(sup, home, plan.name, 2, out)
     assert sup.wait(timeout=120) == 0, out.read_text()
     assert "final x=180" in out.read_text()  # 60 batches of +3, as without the kill

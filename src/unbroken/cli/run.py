@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -93,9 +94,14 @@ def _option(param) -> str:
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=None,
               help="Run COMMAND as a torch.distributed group of this many ranks (through torchrun, restarted as a "
                    "whole; one log per rank per attempt).")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--config", "det_config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A Determined experiment config (YAML/JSON): its name, constant hyperparameters, searcher "
+                   "max_length, max_restarts, checkpoint_storage and entrypoint (see docs/migrating.md).")
+@click.option("--searcher-length", type=click.IntRange(min=1), default=None,
+              help="The length of the Determined searcher's one operation (core.searcher.operations()).")
+@click.argument("command", nargs=-1, required=False, type=click.UNPROCESSED)
 @click.pass_context
-def run_command(ctx, name, nproc_per_node, fresh, trial, wait_for_trial, slurm, max_requeues, max_stalled, chain, spot, spot_interval,
+def run_command(ctx, name, det_config, searcher_length, nproc_per_node, fresh, trial, wait_for_trial, slurm, max_requeues, max_stalled, chain, spot, spot_interval,
                 max_restarts, max_total_failures, backoff, backoff_max, grace, preempt_signal, time_limit, margin,
                 reset_after, command):
     """Run COMMAND as a trial: stream and log its output, restart it on crashes, resume it.
@@ -106,6 +112,12 @@ def run_command(ctx, name, nproc_per_node, fresh, trial, wait_for_trial, slurm, 
     1 out of restarts, could not start, or the trial is busy; 3 gave up requeueing (no progress);
     130 cancelled.
     """
+    try:
+        name, command, max_restarts = _determined(ctx, det_config, searcher_length, name, command, max_restarts)
+    except UnbrokenError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not command:
+        raise click.UsageError("give the command to run: unbroken run -- python train.py")
     stop = restart.max_failures(max_restarts)
     if max_total_failures is not None:
         stop = stop | restart.max_total_failures(max_total_failures)
@@ -126,6 +138,27 @@ def run_command(ctx, name, nproc_per_node, fresh, trial, wait_for_trial, slurm, 
         click.echo("unbroken run: interrupted", err=True)
         code = 130
     sys.exit(code)
+
+
+def _determined(ctx, config_path, searcher_length, name, command, max_restarts):
+    """Apply a Determined experiment config and/or searcher length: options the user did not give
+    come from the config, and the values the compat layer reads go into this process's environment
+    (the child inherits them). Returns ``(name, command, max_restarts)``."""
+    if config_path is None and searcher_length is None:
+        return name, command, max_restarts
+    from ..compat.determined import _env  # noqa: PLC0415 - only for Determined programs
+    from ..compat.determined.expconf import load_experiment_config  # noqa: PLC0415
+
+    if config_path is None:
+        os.environ.update(_env.encode(searcher_length=searcher_length))
+        return name, command, max_restarts
+    plan = load_experiment_config(config_path, searcher_length=searcher_length)
+    os.environ.update(plan.child_env())
+    if plan.storage and ctx.find_root().obj.get("storage") is None:
+        ctx.find_root().obj["storage"] = plan.storage
+    given = ctx.get_parameter_source("max_restarts") == click.core.ParameterSource.COMMANDLINE
+    return (name or plan.name, command or tuple(plan.entrypoint or ()),
+            max_restarts if given else plan.max_restarts)
 
 
 def _environment(slurm: bool | None, max_requeues: int | None, chain: bool = False):
