@@ -126,15 +126,25 @@ SHAPES: dict[str, Callable[[int], Shapes]] = {
 }
 
 
+#: Where the state's tensors live ("cpu" or "cuda"; set by --device).
+DEVICE = "cpu"
+
+
+def sync() -> None:
+    """Wait for the device's queued work (copies to a CUDA tensor return before they are done)."""
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
+
+
 def make_state(shapes: Shapes, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random normal float32 tensors (no NaN, so equality checks work; incompressible)."""
+    """Random normal float32 tensors (no NaN, so equality checks work; incompressible) on DEVICE."""
     gen = torch.Generator().manual_seed(seed)
-    return {name: torch.randn(shape, generator=gen) for name, shape in shapes.items()}
+    return {name: torch.randn(shape, generator=gen).to(DEVICE) for name, shape in shapes.items()}
 
 
 def make_like(shapes: Shapes) -> dict[str, torch.Tensor]:
-    """Preallocated, already faulted-in tensors to restore into."""
-    return {name: torch.empty(shape).zero_() for name, shape in shapes.items()}
+    """Preallocated, already faulted-in tensors to restore into, on DEVICE."""
+    return {name: torch.empty(shape, device=DEVICE).zero_() for name, shape in shapes.items()}
 
 
 def state_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -172,8 +182,11 @@ def best_of(tries: int, prepare: Callable[[], object], run: Callable[[], float])
 
 
 def memory_limits(state: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Seconds to copy the state's bytes in memory: the floor of a snapshot (stall)."""
+    """Seconds to copy the state's bytes in memory: the floor of a snapshot (stall). On a GPU:
+    device-to-host copies into preallocated pinned and pageable host memory."""
     pairs = [(state[name], like[name]) for name in state]
+    if DEVICE != "cpu":
+        return device_to_host_limits(pairs)
     copies = {
         "numpy copy (1 thread)": lambda: [np.copyto(d.numpy(), s.numpy()) for s, d in pairs],
         "torch copy_ (preallocated)": lambda: [d.copy_(s) for s, d in pairs],
@@ -217,6 +230,21 @@ def disk_limits(workdir: Path, src: Path) -> dict[str, float]:
     return limits
 
 
+def device_to_host_limits(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Seconds to copy the device tensors into preallocated host memory, pinned and pageable."""
+    limits = {}
+    for label, pinned in (("torch copy_ device->pinned host", True), ("torch copy_ device->pageable host", False)):
+        hosts = [torch.empty(s.shape, dtype=s.dtype, pin_memory=pinned).zero_() for s, _ in pairs]
+
+        def copy() -> None:
+            for (s, _), h in zip(pairs, hosts):
+                h.copy_(s, non_blocking=pinned)
+            sync()
+
+        limits[label] = best_of(LIMIT_TRIES, gc.collect, lambda: timed(copy))
+    return limits
+
+
 # --------------------------------------------------------------------------- methods
 
 
@@ -224,6 +252,7 @@ def measure_save(method: CheckpointMethod, state: dict[str, torch.Tensor], path:
     """Stall and durable save time of one save, from a clean page cache."""
     remove_checkpoint(path)
     drop_caches()
+    sync()
     t0 = time.perf_counter()
     method.save(state, path)
     t1 = time.perf_counter()
@@ -242,7 +271,7 @@ def measure_restore(method: CheckpointMethod, path: Path, variant: str, like: di
         gc.collect()
         if label == "cold_s":
             drop_caches()
-        out[label] = timed(lambda: method.load(path, like, variant))
+        out[label] = timed(lambda: (method.load(path, like, variant), sync()))
         verify(like, state)
     return out
 
@@ -461,7 +490,7 @@ def write_report(out: Path, data: dict) -> None:
     sections = [size_report(size, entries, data["cold_cache_ok"]) for size, entries in by_size.items()]
     cold_line = "" if data["cold_cache_ok"] else "\n**drop_caches failed: 'cold' restores are NOT cold.**\n"
     text = "\n".join([
-        "# Checkpoint benchmark", "", f"`{data['command']}` — {data['reps']} repetition(s), medians.",
+        "# Checkpoint benchmark", "", f"`{data['command']}` — {data['reps']} repetition(s), medians; tensors on {data.get('device', 'cpu')}.",
         cold_line, "## Machine", "", machine, "", NOTES, "### Methods", "", setup, "",
         data["unbroken_status"], "", *sections,
     ])  # fmt: skip
@@ -527,6 +556,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", help="comma-separated method names (default: all registered)")
     p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated layouts")
     p.add_argument("--from-json", type=Path, help="only rewrite the reports of a results.json into --out")
+    p.add_argument("--device", default="cpu", help="where the state lives: cpu (default) or cuda")
     args = p.parse_args(argv)
     args.sizes = [1.0] if args.quick else [float(s) for s in args.sizes.split(",")]
     args.reps = 1 if args.quick else args.reps
@@ -538,7 +568,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global DEVICE
     args = parse_args(argv)
+    DEVICE = args.device
+    if DEVICE != "cpu" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {DEVICE}: torch sees no CUDA device")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         write_outputs(args.out, json.loads(args.from_json.read_text()))
@@ -554,7 +588,7 @@ def main(argv: list[str] | None = None) -> None:
         if "setup_error" in report:
             log(f"setup of {name} failed, left out: {report['setup_error']}")
     data = {
-        "command": " ".join(["python", *sys.argv]), "reps": args.reps,
+        "command": " ".join(["python", *sys.argv]), "reps": args.reps, "device": DEVICE,
         "machine": machine_info(args.workdir), "cold_cache_ok": cold_ok,
         "unbroken_status": unbroken_status, "setup": setup, "runs": [],
     }  # fmt: skip

@@ -3,15 +3,17 @@
 A CPU training loop (an MLP of ``--depth`` square layers of ``--width`` + Adam) whose
 checkpointed state (parameters and both Adam moments) is >= 1 GiB runs a fixed number of
 steps, chosen once so that one run takes about ``--target-seconds``. Every run repeats the
-same steps: a baseline without checkpoints, then one run per method with a save every
-``--interval`` seconds of training, then the baseline again (its spread is the noise floor).
+same steps: a baseline without checkpoints, then one run per method, then the baseline again
+(its spread is the noise floor). Saves follow one step-based schedule for every method: a save
+after every ``save_every`` steps, ``save_every`` being ``--interval`` seconds of baseline steps
+(or ``--save-every``), so each method saves at the same steps and the same number of times.
 Async methods keep training while their writer runs, so their cost shows up both as blocked
 time (the stall, plus waiting for the previous save) and as interference (a writer competing
 for the same cores, or for the GIL).
 
 Usage::
 
-    python bench/training_overhead.py [--interval 30] [--target-seconds 150] [--steps N]
+    python bench/training_overhead.py [--interval 30 | --save-every N] [--target-seconds 150] [--steps N]
                                       [--methods NAME,...] [--out bench/results] [--quick]
 
 Writes ``<out>/training_overhead.md`` and ``<out>/training_overhead.json``.
@@ -69,13 +71,12 @@ def build_job(width: int, depth: int, batch: int) -> tuple[Callable[[], None], d
     return step, state
 
 
-def warm_up_and_calibrate(step: Callable[[], None], target_s: float, warmup: int = 5, probe: int = 5) -> int:
+def warm_up_and_calibrate(step: Callable[[], None], warmup: int = 5, probe: int = 5) -> float:
     """Run ``warmup`` untimed steps (first steps are slow: page faults, allocator), then
-    return the number of steps that takes about ``target_s`` seconds without checkpoints."""
+    return the seconds of one step without checkpoints."""
     for _ in range(warmup):
         step()
-    seconds = timed(lambda: [step() for _ in range(probe)]) / probe
-    return max(1, round(target_s / seconds))
+    return timed(lambda: [step() for _ in range(probe)]) / probe
 
 
 # --------------------------------------------------------------------------- one run
@@ -111,9 +112,9 @@ def run_loop(
     state: dict[str, torch.Tensor],
     method: CheckpointMethod | None,
     workdir: Path,
-    interval: float,
+    save_every: int,
 ) -> dict[str, float]:
-    """Train ``steps`` steps, saving every ``interval`` s of training when a method is given.
+    """Train ``steps`` steps, saving after every ``save_every`` steps when a method is given.
 
     Blocked time counts save calls (which first wait for the previous save), pruning of old
     checkpoints, and the final wait for the last save: the run is over only when its last
@@ -121,16 +122,15 @@ def run_loop(
     """
     rotation = Rotation(workdir)
     blocked, saves, step_times = 0.0, 0, []
-    t_start = last = time.perf_counter()
+    t_start = time.perf_counter()
     try:
-        for _ in range(steps):
+        for index in range(steps):
             step_times.append(timed(step))
-            if method is not None and time.perf_counter() - last >= interval:
+            if method is not None and (index + 1) % save_every == 0:
                 t0 = time.perf_counter()
                 method.save(state, rotation.next_path())
                 rotation.prune()
-                last = time.perf_counter()
-                blocked += last - t0
+                blocked += time.perf_counter() - t0
                 saves += 1
         if method is not None:
             blocked += timed(method.wait)
@@ -177,8 +177,9 @@ def write_report(out: Path, data: dict) -> None:
         markdown_table(["", ""], list(data["machine"].items())),
         f"Job: MLP {data['config']['depth']} x {data['config']['width']}² + Adam, batch "
         f"{data['config']['batch']}; checkpointed state {data['state_bytes'] / GiB:.3f} GiB in "
-        f"{data['n_tensors']} tensors; {data['steps']} steps per run; a save every "
-        f"{data['config']['interval']:g} s of training; 2 most recent checkpoints kept.",
+        f"{data['n_tensors']} tensors; {data['steps']} steps per run; a save after every {data['save_every']} steps (about "
+        f"{data['save_every'] * data['step_s']:.1f} s of baseline training; the same steps for every method); "
+        "2 most recent checkpoints kept.",
         f"Baseline runs (first and last): {', '.join(f'{v:.1f} s' for v in b)}; their spread, "
         f"{noise:.1f} %, is the noise floor of the 'vs baseline runs' column.",
         markdown_table(header, overheads(data["runs"], b, data["steps"])),
@@ -202,7 +203,8 @@ def write_report(out: Path, data: dict) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--interval", type=float, default=30.0, help="seconds of training between saves")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds of baseline training between saves")
+    p.add_argument("--save-every", type=int, help="steps between saves (default: --interval / the step time)")
     p.add_argument("--target-seconds", type=float, default=150.0, help="wall time of a baseline run")
     p.add_argument("--steps", type=int, help="steps per run (default: calibrated to --target-seconds)")
     p.add_argument("--width", type=int, default=4096)
@@ -228,9 +230,10 @@ def main(argv: list[str] | None = None) -> None:
     registry, unbroken_status = all_methods()
     log(unbroken_status)
     methods, setup = start_methods(select(registry, args.methods), args.workdir)
-    steps = warm_up_and_calibrate(step, args.target_seconds)
-    steps = args.steps or steps
-    log(f"state {n_bytes / GiB:.3f} GiB in {len(state)} tensors; {steps} steps per run")
+    step_s = warm_up_and_calibrate(step)
+    steps = args.steps or max(1, round(args.target_seconds / step_s))
+    save_every = args.save_every or max(1, round(args.interval / step_s))
+    log(f"state {n_bytes / GiB:.3f} GiB in {len(state)} tensors; {steps} steps per run; a save every {save_every} steps")
 
     order: list[tuple[str, CheckpointMethod | None]] = [(BASELINE, None), *methods.items(), (BASELINE, None)]
     runs, baselines, errors = {}, [], {}
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, method in order:
             log(f"run: {name}")
             try:
-                result = run_loop(step, steps, state, method, args.workdir, args.interval)
+                result = run_loop(step, steps, state, method, args.workdir, save_every)
             except Exception as exc:  # one failing method must not stop the others
                 log(f"  {name} failed: {exc!r}")
                 errors[name] = repr(exc)
@@ -258,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     data = {
         "command": " ".join(["python", *sys.argv]), "machine": machine_info(args.workdir),
         "config": {k: v for k, v in vars(args).items() if k in ("interval", "width", "depth", "batch")},
-        "state_bytes": n_bytes, "n_tensors": len(state), "steps": steps,
+        "state_bytes": n_bytes, "n_tensors": len(state), "steps": steps, "save_every": save_every, "step_s": step_s,
         "unbroken_status": unbroken_status, "setup": setup, "runs": runs, "baselines_s": baselines, "errors": errors,
     }  # fmt: skip
     (args.out / "training_overhead.json").write_text(json.dumps(data, indent=1))

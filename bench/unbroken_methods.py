@@ -78,7 +78,11 @@ class UnbrokenMethod(CheckpointMethod):
             handle.wait()
 
     def load(self, path: Path, like_state: State, variant: str) -> None:
-        self.api.load(path, into=dict(like_state))  # type: ignore[attr-defined]
+        into = dict(like_state)
+        self.api.load(path, into=into)  # type: ignore[attr-defined]
+        for name, value in into.items():  # tensors not restored in place (CUDA ones): copied, like load_state_dict
+            if value is not like_state[name]:
+                like_state[name].copy_(value)
 
     def close(self) -> None:
         self.wait()
