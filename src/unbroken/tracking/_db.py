@@ -34,13 +34,28 @@ def connect_writable(path: Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal_mode(conn)
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
     except (sqlite3.Error, OSError) as exc:
         close_quietly(conn)
         raise TrackingError(f"cannot open tracking database {path}: {exc}") from exc
+
+
+def _wal_mode(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Switching needs an exclusive lock, and SQLite answers "database is locked" at
+    once (without its busy handler) when another process switches the same new file at that moment:
+    retry until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
