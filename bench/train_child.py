@@ -48,11 +48,10 @@ def process_start_time() -> float:
 
 
 def build(width: int, depth: int) -> tuple[nn.Module, torch.optim.Optimizer, object]:
+    """The model (``depth`` linear layers with ReLU between them), Adam, and one training step."""
     torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for _ in range(depth):
-        layers += [nn.Linear(width, width), nn.ReLU()]
-    model = nn.Sequential(*layers[:-1])
+    blocks = [block for _ in range(depth) for block in (nn.Linear(width, width), nn.ReLU())]
+    model = nn.Sequential(*blocks[:-1])
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     x, y = torch.randn(32, width), torch.randn(32, width)
 
