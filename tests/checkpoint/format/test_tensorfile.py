@@ -21,15 +21,11 @@ from hypothesis.extra import numpy as hnp
 from unbroken.checkpoint.format import arrays
 from unbroken.checkpoint.format import tensorfile
 from unbroken.errors import TensorFileError, UnsupportedValue
+from dtypes import NUMPY_DTYPES, TORCH_DTYPES
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ROUND_TRIP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-NUMPY_DTYPES = ["float64", "float32", "float16", "int64", "int32", "int16", "int8",
-                "uint64", "uint32", "uint16", "uint8", "bool"]
-TORCH_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn,
-                torch.float8_e5m2, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint64,
-                torch.uint32, torch.uint16, torch.uint8, torch.bool]
 
 
 def write_file(path: Path, tensors: dict, metadata: dict | None = None):

@@ -21,20 +21,8 @@ from unbroken.checkpoint.files import load, save
 from unbroken.checkpoint.saving.saver import Saver
 from unbroken.errors import BackgroundSaveError, CorruptCheckpoint, StateMismatch
 from unbroken.storage import LocalStorage
+from dtypes import TORCH_DTYPES
 
-TORCH_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn,
-                torch.float8_e5m2, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint64,
-                torch.uint32, torch.uint16, torch.uint8, torch.bool]
-
-
-@pytest.fixture
-def root(tmp_path) -> Path:
-    return tmp_path / "ckpts"
-
-
-@pytest.fixture
-def store(root) -> CheckpointStore:
-    return CheckpointStore(LocalStorage(root))
 
 
 def restore_newest(root: Path, state: State, **kwargs) -> str:

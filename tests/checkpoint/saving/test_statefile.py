@@ -22,23 +22,9 @@ from unbroken.checkpoint.saving import statefile
 from unbroken.checkpoint import CheckpointStore, State
 from unbroken.errors import ConfigError, CorruptCheckpoint, PickleNotAllowed, TensorFileError, UnsupportedValue
 from unbroken.storage import LocalStorage
+from dtypes import NUMPY_DTYPES, TORCH_DTYPES
 
 ROUND_TRIP = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-NUMPY_DTYPES = ["float64", "float32", "float16", "int64", "int32", "int16", "int8",
-                "uint64", "uint32", "uint16", "uint8", "bool"]
-TORCH_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn,
-                torch.float8_e5m2, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint64,
-                torch.uint32, torch.uint16, torch.uint8, torch.bool]
-
-
-@pytest.fixture
-def root(tmp_path) -> Path:
-    return tmp_path / "ckpts"
-
-
-@pytest.fixture
-def store(root) -> CheckpointStore:
-    return CheckpointStore(LocalStorage(root))
 
 
 def tensor_bytes(t: torch.Tensor) -> bytes:
