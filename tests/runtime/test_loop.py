@@ -76,6 +76,9 @@ def test_a_run_with_a_deadline_commits_its_last_checkpoint_before_it(tmp_path, s
         assert run.checkpoint.newest_good().steps_completed == state.n
     # That the last commit lands before the deadline, losing at most one interval, is proven above
     # with a fake clock for many step/save profiles. A real run on a shared, loaded 2-core machine
-    # can miss by a step's jitter, so here only the wiring is checked: the loop measured its steps
-    # and saves and stopped by itself, with its state committed, around the deadline.
-    assert abs(stopped - deadline) < 1.0, f"stopped {stopped - deadline:+.3f} s from the deadline"
+    # measures slow steps and saves now and then, and its estimate (the longest recent one, times
+    # the safety factor) then stops it earlier, which is safe; a late commit is not. So here the
+    # wiring is checked: the loop stopped by itself, committed no later than a step's jitter after
+    # the deadline, and used a good part of the time it had rather than stopping at once.
+    early_limit = seconds - 0.5
+    assert -early_limit < stopped - deadline < 0.3, f"stopped {stopped - deadline:+.3f} s from the deadline"
