@@ -27,7 +27,9 @@ from typing import Any, Iterator
 from ..checkpoint import CheckpointStore, Manifest, RetentionPolicy
 from ..config import MANIFEST_NAME
 from ..errors import CheckpointNotFound, ConfigError, CorruptCheckpoint, CorruptCheckpointWarning
+from .distributed import Distributed, SingleProcess
 from .index import RunIndex
+from .sharedpath import store_together
 
 log = logging.getLogger("unbroken")
 
@@ -40,8 +42,9 @@ class CheckpointContext:
     """
 
     def __init__(self, store: CheckpointStore, index: RunIndex | None, retention: RetentionPolicy, *,
-                 label: str = "trial"):
+                 label: str = "trial", group: Distributed | None = None):
         self.store = store
+        self.group = group or SingleProcess()
         self.retention = retention
         self._index = index
         self._label = label
@@ -51,13 +54,23 @@ class CheckpointContext:
 
     # -- Determined-style API ----------------------------------------------------------------
     @contextlib.contextmanager
-    def store_path(self, metadata: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    def store_path(self, metadata: dict[str, Any], *, shard: bool = False) -> Iterator[tuple[Path, str]]:
         """Yield ``(path, uuid)``: write files under ``path``; they are committed when the block ends.
 
         ``metadata`` must hold ``steps_completed`` (an int in [0, 2**63)). If the block raises,
-        nothing is saved.
+        nothing is saved. In a torch.distributed group, either rank 0 alone calls it
+        (``shard=False``), or every rank does with ``shard=True`` (a collective): each writes its own
+        files into the one checkpoint, which is committed only after every rank's block ended well
+        (:mod:`.sharedpath`). With one process ``shard`` changes nothing.
         """
         steps = _steps_of(metadata)
+        if self.group.size > 1 and shard:
+            with store_together(self.store, self.group, steps, metadata) as staged:
+                yield staged
+            return
+        if self.group.size > 1 and not self.group.is_chief:
+            raise ConfigError(f"store_path on rank {self.group.rank}: with several ranks either rank 0 alone stores "
+                              "(shard=False) or every rank calls store_path(metadata, shard=True)")
         pending = self.store.begin(steps, metadata)
         try:
             yield pending.path, pending.uuid
@@ -88,13 +101,19 @@ class CheckpointContext:
                 self._verify(checkpoint)
             yield manifest, self.store.local_copy(checkpoint)  # a cached download on object stores
 
-    def upload(self, src: str | Path, metadata: dict[str, Any]) -> str:
-        """Copy an existing directory into a new checkpoint; return its uuid."""
-        src = Path(src)
-        if not src.is_dir():
+    def upload(self, src: str | Path | None, metadata: dict[str, Any], *, shard: bool = False) -> str:
+        """Copy an existing directory into a new checkpoint; return its uuid.
+
+        With ``shard=True`` every rank of a group calls it (a collective, see :meth:`store_path`) with
+        its own folder, or with None to add nothing.
+        """
+        if src is not None and not Path(src).is_dir():
             raise ConfigError(f"cannot upload {src}: not a directory")
-        with self.store_path(metadata) as (path, uuid):
-            shutil.copytree(src, path, symlinks=True, dirs_exist_ok=True)
+        if src is None and not (shard and self.group.size > 1):
+            raise ConfigError("upload(None) uploads nothing: pass the folder to upload")
+        with self.store_path(metadata, shard=shard) as (path, uuid):
+            if src is not None:
+                shutil.copytree(src, path, symlinks=True, dirs_exist_ok=True)
         return uuid
 
     def download(self, checkpoint: str, dest: str | Path) -> Path:

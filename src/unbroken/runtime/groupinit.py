@@ -64,7 +64,7 @@ def follow(group: Any, keep: Any, policy: Any, preempt_signals: Any, deadline: f
     preempt = PreemptContext(preempt_signals, deadline if deadline is not None else launch.deadline,
                              extra_signal=launch.preempt_signal)
     label = f"trial {info.experiment}/{info.trial} rank {group.rank}"
-    checkpoint = CheckpointContext(store, None, keep, label=label)
+    checkpoint = CheckpointContext(store, None, keep, label=label, group=group)
     writer = NoMetrics()
     loop = make_loop(group, checkpoint, TrainContext(writer), preempt, policy, label=label, incremental=False)
     return Run(info, checkpoint=checkpoint, preempt=loop.preempt, writer=writer, index=NoIndex(), loop=loop,

@@ -116,7 +116,7 @@ def _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_si
     index.reconcile(store.list())  # the index drifts (kills, gc, other writers); storage is the truth
     preempt = PreemptContext(preempt_signals, deadline if deadline is not None else launch.deadline,
                              extra_signal=launch.preempt_signal)
-    checkpoint = CheckpointContext(store, index, keep or DEFAULT_RETENTION, label=label)
+    checkpoint = CheckpointContext(store, index, keep or DEFAULT_RETENTION, label=label, group=group)
     writer = MetricsWriter(tracker, trial.id, attempt.id)
     loop = make_loop(group, checkpoint, TrainContext(writer), preempt, save or DEFAULT_SAVE_POLICY, label=label,
                      incremental=incremental)

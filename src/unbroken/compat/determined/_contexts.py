@@ -22,8 +22,10 @@ log = logging.getLogger("unbroken")
 class CheckpointContext:
     """``core.checkpoint``: ``storage_id`` is the checkpoint's uuid.
 
-    ``shard=True`` is accepted: with one process the chief writes every file. ``selector`` and
-    ``download_mode`` are accepted and ignored (every file is verified and read).
+    ``shard=True``: every worker calls ``store_path``/``upload`` (a collective) and writes its own
+    files into the one checkpoint, committed once every worker finished; with ``shard=False`` only
+    the chief may call them. ``selector`` and ``download_mode`` are accepted and ignored (every file
+    is verified and read).
     """
 
     def __init__(self, run: Run):
@@ -34,8 +36,7 @@ class CheckpointContext:
     def store_path(self, metadata: dict[str, Any], shard: bool = False) -> Iterator[tuple[Path, str]]:
         """Yield ``(path, storage_id)``; the files under ``path`` are committed atomically when the
         block ends (``metadata`` needs ``steps_completed``); nothing is saved if it raises."""
-        _check_shard(shard, self._dist)
-        with self._run.checkpoint.store_path(metadata) as (path, uuid):
+        with self._run.checkpoint.store_path(metadata, shard=shard) as (path, uuid):
             yield path, uuid
 
     @contextlib.contextmanager
@@ -46,11 +47,9 @@ class CheckpointContext:
 
     def upload(self, ckpt_dir: str | Path | None, metadata: dict[str, Any], *, shard: bool = False,
                selector: Any = None) -> str:
-        """Copy folder ``ckpt_dir`` into a new checkpoint; return its storage_id."""
-        _check_shard(shard, self._dist)
-        if ckpt_dir is None:
-            raise ConfigError("checkpoint.upload(ckpt_dir=None) uploads nothing: pass the folder to upload")
-        return self._run.checkpoint.upload(ckpt_dir, metadata)
+        """Copy folder ``ckpt_dir`` into a new checkpoint; return its storage_id (with ``shard=True``
+        every worker calls it, those with nothing to add with ``ckpt_dir=None``)."""
+        return self._run.checkpoint.upload(ckpt_dir, metadata, shard=shard)
 
     def download(self, storage_id: str, ckpt_dir: str | Path, download_mode: Any = None,
                  *, selector: Any = None) -> None:
@@ -67,12 +66,6 @@ class CheckpointContext:
             raise ConfigError("checkpoint.delete(globs=...) is not supported: checkpoints are deleted whole "
                               "(a partial checkpoint would no longer verify)")
         self._run.checkpoint.delete(storage_id)
-
-
-def _check_shard(shard: bool, dist: Any) -> None:
-    if shard and dist.size > 1:
-        raise ConfigError("store_path(shard=True) with several processes needs the torch.distributed backend, "
-                          "which this unbroken does not have yet; store from the chief only")
 
 
 class TrainContext:
