@@ -7,6 +7,7 @@ commands read the index only.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -22,7 +23,10 @@ def sweep_group() -> None:
 
 
 @sweep_group.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("definition")
+@click.argument("definition", required=False)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A Determined experiment config with a searcher (grid, random, adaptive_asha) instead of "
+                   "DEFINITION; trials run COMMAND (or its entrypoint) as Determined core-API scripts.")
 @click.option("--executor", type=click.Choice(["local", "slurm", "ray"]), default=None,
               help="Where trials run (default: the file's executor, else local). Options stay those of the file.")
 @click.option("--name", help="Override the sweep's name.")
@@ -30,26 +34,27 @@ def sweep_group() -> None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 @handle_errors
-def run(ctx, definition, executor, name, max_concurrent, command):
+def run(ctx, definition, config_path, executor, name, max_concurrent, command):
     """Run (or continue) the sweep DEFINITION: a YAML/JSON file, a .py file or a module (its `sweep`),
-    or `module:attr`. Trials run COMMAND (after --) or the definition's command or trainable.
+    or `module:attr`; or the search of a Determined experiment config (--config FILE, no DEFINITION).
+    Trials run COMMAND (after --) or the definition's command or trainable (the config's entrypoint).
 
     \b
     Exit status: 0 every trial ended; 75 stopped by a signal (run again to continue); 1 an error.
     """
     from ..sweep.driver import Driver, SweepStopped  # noqa: PLC0415 - imported when used
-    from ..sweep.spec import load_spec  # noqa: PLC0415
 
-    command = list(command[1:] if command[:1] == ("--",) else command)
-    spec = load_spec(definition, name=name, max_concurrent=max_concurrent, command=command or None)
-    if command:
-        spec.trainable = None
+    root = ctx.find_root().obj or {}
+    storage = root.get("storage")
+    if config_path is not None:
+        spec, storage = _determined_spec(config_path, definition, command, name, max_concurrent, storage)
+    else:
+        spec = _definition_spec(definition, command, name, max_concurrent)
     if executor is not None:
         options = spec.executor if isinstance(spec.executor, dict) and spec.executor.get("type") == executor else {}
         spec.executor = {**options, "type": executor}
-    root = ctx.find_root().obj or {}
     try:
-        analysis = Driver(spec, home=root.get("home"), storage=root.get("storage"), db=root.get("db")).run()
+        analysis = Driver(spec, home=root.get("home"), storage=storage, db=root.get("db")).run()
     except SweepStopped:
         sys.exit(75)
     best = analysis.get_best_trial() if spec.metric else None
@@ -58,6 +63,40 @@ def run(ctx, definition, executor, name, max_concurrent, command):
     failed = [t.ref for t in analysis.trials if t.state == "error"]
     if failed:
         raise CliError(f"{len(failed)} trial(s) failed: {', '.join(failed)} (see `unbroken logs TRIAL`)")
+
+
+def _definition_spec(definition, command, name, max_concurrent):
+    from ..sweep.spec import load_spec  # noqa: PLC0415
+
+    if definition is None:
+        raise CliError("give the sweep's DEFINITION (a sweep file or module), or --config EXPERIMENT.yaml")
+    command = list(command[1:] if command[:1] == ("--",) else command)
+    spec = load_spec(definition, name=name, max_concurrent=max_concurrent, command=command or None)
+    if command:
+        spec.trainable = None
+    return spec
+
+
+def _determined_spec(config_path, definition, command, name, max_concurrent, storage):
+    """The sweep of a Determined config, and the storage to use (the option's, else the config's).
+
+    With ``--config`` a ``--`` before COMMAND is taken by the parser, so DEFINITION holds the
+    command's first word; a ``--`` still in COMMAND means a DEFINITION was given as well.
+    """
+    from ..compat.determined import _env  # noqa: PLC0415 - only for Determined programs
+    from ..compat.determined.searchconf import load_search_config  # noqa: PLC0415
+
+    if command[:1] == ("--",):
+        raise CliError(f"give either a sweep DEFINITION ({definition}) or --config {config_path}, not both")
+    command = [definition, *command] if definition is not None else []
+    plan = load_search_config(config_path)
+    for line in plan.notes:
+        out.note(f"unbroken sweep: {line}")
+    spec = plan.sweep_spec(command, name=name, max_concurrent=max_concurrent)
+    for var in (_env.ENV_HPARAMS, _env.ENV_SEARCHER_LENGTH):  # each trial's own come from the sweep
+        os.environ.pop(var, None)
+    os.environ.update(plan.trial_env())  # inherited by every trial (as `unbroken run --config` does)
+    return spec, storage or plan.experiment.storage
 
 
 @sweep_group.command("status")

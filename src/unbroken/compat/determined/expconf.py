@@ -25,6 +25,7 @@ from . import _env
 
 DETERMINED_DEFAULT_MAX_RESTARTS = 5
 _SEARCH_TYPES = ("int", "double", "log", "categorical")
+LENGTH_UNITS = ("batches", "epochs", "records")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,16 +66,26 @@ def load_experiment_config(source: str | Path | Mapping[str, Any], *,
 
     ``searcher_length`` (from `--searcher-length`) wins over ``searcher.max_length``.
     """
-    config = _read(source) if not isinstance(source, Mapping) else dict(source)
+    config = read_config(source)
+    length = searcher_length if searcher_length is not None else max_length_of(config.get("searcher") or {})
+    return experiment_plan(config, resolve_hparams(config.get("hyperparameters") or {}), length)
+
+
+def read_config(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """The config of a file (``.json`` by suffix, else YAML) or a mapping, as a dict; ConfigError if not a mapping."""
+    return _read(source) if not isinstance(source, Mapping) else dict(source)
+
+
+def experiment_plan(config: Mapping[str, Any], hparams: dict[str, Any], searcher_length: int | None) -> ExperimentPlan:
+    """The plan of ``config`` with these (already resolved) ``hparams`` and length; ConfigError names a bad field."""
     storage_cfg = config.get("checkpoint_storage")
-    length = searcher_length if searcher_length is not None else _max_length(config.get("searcher") or {})
     return ExperimentPlan(
-        name=_name(config.get("name")), hparams=resolve_hparams(config.get("hyperparameters") or {}),
-        searcher_length=None if length is None else _env.check_length(length, "searcher.max_length"),
+        name=_name(config.get("name")), hparams=hparams,
+        searcher_length=None if searcher_length is None else _env.check_length(searcher_length, "searcher.max_length"),
         max_restarts=_max_restarts(config.get("max_restarts", DETERMINED_DEFAULT_MAX_RESTARTS)),
         storage=storage_location(storage_cfg), storage_env=_storage_env(storage_cfg),
         min_checkpoint_period=_period(config.get("min_checkpoint_period")),
-        entrypoint=_entrypoint(config.get("entrypoint")), config=config)
+        entrypoint=_entrypoint(config.get("entrypoint")), config=dict(config))
 
 
 def resolve_hparams(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -144,15 +155,18 @@ def _constant(where: str, spec: Mapping[str, Any]) -> Any:
         return _field(spec, "val", f"hyperparameters.{where}")
     if kind in _SEARCH_TYPES:
         raise ConfigError(f"hyperparameter {where} is a search space (type {kind}): `unbroken run` runs one trial; "
-                          "give it a constant value, or search it with `unbroken sweep`")
+                          "give it a constant value, or search it with `unbroken sweep run --config FILE -- CMD`")
     raise ConfigError(f"hyperparameter {where} has an unknown type {kind!r}")
 
 
-def _max_length(searcher: Mapping[str, Any]) -> int | None:
+def max_length_of(searcher: Mapping[str, Any]) -> int | None:
+    """``searcher.max_length`` as a number of units (``N``, ``{batches: N}``, ``{epochs: N}`` or
+    ``{records: N}``), None when absent; the number is checked by the caller."""
     length = searcher.get("max_length") if isinstance(searcher, Mapping) else None
     if isinstance(length, Mapping):
-        if len(length) != 1:
-            raise ConfigError(f"searcher.max_length must name one unit ({{batches: N}}), not {dict(length)!r}")
+        if len(length) != 1 or next(iter(length)) not in LENGTH_UNITS:
+            raise ConfigError(f"searcher.max_length must name one unit ({{batches: N}}, {{epochs: N}} or "
+                              f"{{records: N}}), not {dict(length)!r}")
         (length,) = length.values()
     return length
 
@@ -168,7 +182,7 @@ def _period(value: Any) -> tuple[str, int] | None:
         return None
     if isinstance(value, Mapping) and len(value) == 1:
         ((unit, n),) = value.items()
-        if unit in ("batches", "epochs", "records"):
+        if unit in LENGTH_UNITS:
             return unit, _env.check_length(n, f"min_checkpoint_period.{unit}")
     raise ConfigError(f"min_checkpoint_period must be {{batches: N}}, {{epochs: N}} or {{records: N}}, not {value!r}")
 
