@@ -6,7 +6,8 @@ loss and completes the operation with it. The loss is a known function of the hy
 and the batches trained (:func:`objective`), so a test can tell which trial must win.
 
 ``$DET_SEARCH_LOG`` (a folder): each process appends one JSON line to ``<trial number>.jsonl``:
-the hyperparameters it got, the step it resumed from and the operation's length.
+the hyperparameters it got, the config's ``data`` section (``info.trial.user_data``), the step it
+resumed from and the operation's length.
 """
 
 import json
@@ -48,7 +49,8 @@ def log(info, hparams, start, length):
     folder = os.environ.get("DET_SEARCH_LOG")
     if folder:
         with open(os.path.join(folder, f"{info.trial.number}.jsonl"), "a") as f:
-            f.write(json.dumps({"hparams": hparams, "start": start, "length": length}) + "\n")
+            line = {"hparams": hparams, "data": info.trial.user_data, "start": start, "length": length}
+            f.write(json.dumps(line) + "\n")
 
 
 if __name__ == "__main__":
