@@ -111,7 +111,11 @@ class _GuardedPlanner:
 
 
 class UnbrokenReader(FileSystemReader):
-    """Reads the committed checkpoint ``manifest`` from its local folder ``root``; see the module docstring."""
+    """Reads the committed checkpoint ``manifest`` from its local folder ``root``; see the module docstring.
+
+    Reads, verifies and unpickles ``.metadata`` when made: raises CorruptCheckpoint, PickleNotAllowed,
+    CheckpointGone or StorageError then, and CheckpointError for a checkpoint DCP did not write.
+    """
 
     def __init__(self, root: Path, manifest: Manifest, *, allow_pickle: bool = False):
         super().__init__(Path(root))
@@ -120,6 +124,7 @@ class UnbrokenReader(FileSystemReader):
         if METADATA_NAME not in self.fs.entries:
             raise CheckpointError(f"checkpoint {manifest.uuid} was not written by torch.distributed.checkpoint "
                                   f"(it has no {METADATA_NAME}); restore it with run.restore or restore_path")
+        self._metadata = self._read_metadata()
 
     def reset(self, checkpoint_id: Any = None) -> None:
         if checkpoint_id and Path(checkpoint_id) != self.fs.root:
@@ -127,12 +132,19 @@ class UnbrokenReader(FileSystemReader):
         super().reset()
 
     def read_metadata(self) -> Any:  # no **kwargs: DCP must not fall back to rank-local metadata
+        """The metadata read (verified, safely unpickled) when this reader was made, with a new load id."""
+        self._metadata.storage_meta = self._metadata.storage_meta or _storage_meta()
+        self._metadata.storage_meta.load_id = self.load_id
+        return self._metadata
+
+    def _read_metadata(self) -> Any:
+        """Verify and unpickle ``.metadata`` (DCP would turn an error in read_metadata into an AssertionError)."""
         data = verify.read_entry(self.fs.root, self.manifest.uuid, self.fs.entry(METADATA_NAME))
         self.fs.verified.add(METADATA_NAME)
-        metadata = load_metadata(bytes(data), allow_pickle=self.allow_pickle)
-        metadata.storage_meta = metadata.storage_meta or _storage_meta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
+        try:
+            return load_metadata(bytes(data), allow_pickle=self.allow_pickle)
+        except CheckpointError as exc:
+            raise type(exc)(f"checkpoint {self.manifest.uuid}: {exc}") from None
 
     def set_up_storage_reader(self, metadata: Any, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         super().set_up_storage_reader(metadata, is_coordinator, *args, **kwargs)
