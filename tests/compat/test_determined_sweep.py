@@ -43,10 +43,10 @@ def config(searcher, hyperparameters=None, **extra):
 # -- the mapping --------------------------------------------------------------------------------
 def test_every_hyperparameter_type_of_a_random_search_becomes_its_domain():
     hps = {"c": {"type": "const", "val": 0.9}, "plain": 7, "d": {"type": "const", "val": {"type": "adam", "b": 1}},
-           "cat": {"type": "categorical", "vals": [1, "two"], "count": 5}, "i": {"type": "int", "minval": 2, "maxval": 5},
-           "f": {"type": "double", "minval": -1.0, "maxval": 1},
-           "nested": {"lr": {"type": "log", "base": 2, "minval": -4, "maxval": -1}, "e": {"type": "log", "minval": 1,
-                                                                                          "maxval": 2}}}
+           "cat": {"type": "categorical", "vals": [1, "two"], "count": 5},
+           "i": {"type": "int", "minval": 2, "maxval": 5}, "f": {"type": "double", "minval": -1.0, "maxval": 1},
+           "nested": {"lr": {"type": "log", "base": 2, "minval": -4, "maxval": -1},
+                      "e": {"type": "log", "minval": 1, "maxval": 2}}}
     plan = load_search_config(config({"name": "random", "max_trials": 6}, hps))
     s = plan.space
     assert s["c"] == 0.9 and s["plain"] == 7 and s["d"] == space_mod.Grid(({"type": "adam", "b": 1},))
@@ -137,7 +137,8 @@ def test_the_trial_trains_to_the_end_of_its_segment():
     ({"name": "random", "max_trials": 2, "source_trial_id": 3}, None, {}, "searcher.source_trial_id"),
     ({"name": "random", "max_trials": 2, "smaller_is_better": "yes"}, None, {}, "smaller_is_better"),
     ({"name": "random", "max_trials": 2}, {"a": {"type": "normal"}}, {}, "hyperparameters.a has an unsupported type"),
-    ({"name": "random", "max_trials": 2}, {"g": {"a": {"type": "int", "minval": 1}}}, {}, r"hyperparameters.g.a .*'maxval'"),
+    ({"name": "random", "max_trials": 2}, {"g": {"a": {"type": "int", "minval": 1}}}, {},
+     r"hyperparameters.g.a .*'maxval'"),
     ({"name": "random", "max_trials": 2}, {"a": {"type": "int", "minval": 1.5, "maxval": 3}}, {}, "a.minval"),
     ({"name": "random", "max_trials": 2}, {"a": {"type": "double", "minval": 2, "maxval": 1}}, {}, "minval < maxval"),
     ({"name": "random", "max_trials": 2}, {"a": {"type": "categorical", "vals": []}}, {}, "hyperparameters.a.vals"),

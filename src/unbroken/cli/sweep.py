@@ -24,7 +24,7 @@ def sweep_group() -> None:
 
 @sweep_group.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("definition", required=False)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="A Determined experiment config with a searcher (grid, random, adaptive_asha) instead of "
                    "DEFINITION; trials run COMMAND (or its entrypoint) as Determined core-API scripts.")
 @click.option("--executor", type=click.Choice(["local", "slurm", "ray"]), default=None,

@@ -35,7 +35,8 @@ def main(core_context, info):
         log(info, hparams, start, op.length)
         for batch in range(start, op.length):
             steps = batch + 1
-            core_context.train.report_training_metrics(steps_completed=steps, metrics={"loss": objective(hparams, steps)})
+            metrics = {"loss": objective(hparams, steps)}
+            core_context.train.report_training_metrics(steps_completed=steps, metrics=metrics)
             with core_context.checkpoint.store_path({"steps_completed": steps}) as (path, _uuid):
                 (path / "steps").write_text(str(steps))
             if core_context.preempt.should_preempt():

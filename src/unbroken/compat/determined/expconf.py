@@ -1,8 +1,9 @@
 """A Determined experiment config (YAML or JSON) as what `unbroken run` needs.
 
 Read: ``name``, ``hyperparameters`` (constants; a search space is an error naming the
-parameter: one `unbroken run` is one trial, `unbroken sweep` searches), ``searcher.max_length``
-(``N`` or ``{batches: N}``), ``max_restarts`` (Determined's default 5), ``checkpoint_storage``
+parameter: one `unbroken run` is one trial, `unbroken sweep run --config` searches, see
+:mod:`.searchconf`), ``searcher.max_length`` (``N``, ``{batches: N}``, ``{epochs: N}`` or
+``{records: N}``), ``max_restarts`` (Determined's default 5), ``checkpoint_storage``
 (``shared_fs``, ``directory``, ``s3``, ``gcs``, or a location string), ``min_checkpoint_period``
 and ``entrypoint``. Everything else is kept in :attr:`ExperimentPlan.config` and ignored.
 
