@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 from ..envvars import ENV_CHAIN_LINK
 from ..errors import ConfigError, LaunchError
 from .environment import Environment, WaitForKill
+from .slurmtasks import check_preempt_signal, srun_command, task_count
 
 #: Longest wait for Slurm's signal after `scontrol requeue` (its KillWait is 30 s by default).
 KILL_WAIT_SECONDS = 60.0
@@ -203,12 +204,19 @@ class SubmitOptions:
     script_path: Path | None = None  # where the script is written (a chain resubmits it)
     python: str = sys.executable
 
+    @property
+    def tasks(self) -> int:
+        """How many ranks the job runs (more than one: through srun, see :mod:`unbroken.launch.slurmtasks`)."""
+        return task_count(self.nodes, self.ntasks_per_node)
+
     def __post_init__(self):
         if not self.command:
             raise ConfigError("unbroken slurm submit needs a command: unbroken slurm submit --time 12:00:00 -- python train.py")
         if self.time is not None and parse_slurm_time(self.time) <= self.margin:
             raise ConfigError(f"--time {self.time} is not longer than the save margin ({self.margin} s): the job "
                               "would be asked to stop before it starts; raise --time or lower --margin")
+        if self.tasks > 1:
+            check_preempt_signal(self.signal or "USR2")
         if self.chain and (self.array or self.trial is None or self.script_path is None):
             raise ConfigError("--chain continues one trial through follow-up jobs: it needs a trial and a script "
                               "path, and does not work with --array")
@@ -239,10 +247,22 @@ def render_script(opts: SubmitOptions) -> str:
         *(f"export {var}={shlex.quote(value)}" for var, value in
           (("UNBROKEN_STORAGE", opts.storage), ("UNBROKEN_DB", opts.db)) if value),
         *(_chain_lines(opts) if opts.chain else []),
-        "exec " + " ".join(_run_words(opts)) + " -- " + shlex.join(opts.command),
+        *(_TASKS_COMMENT if opts.tasks > 1 else ()),
+        "exec " + " ".join(_run_words(opts)) + " -- " + shlex.join(_job_command(opts)),
         "",
     ]
     return "\n".join(lines)
+
+
+_TASKS_COMMENT = ("# One supervisor for the whole job; srun starts the ranks (RANK, WORLD_SIZE, LOCAL_RANK,",
+                  "# MASTER_ADDR, MASTER_PORT set per task) and passes the stop signal on to every one of them.")
+
+
+def _job_command(opts: SubmitOptions) -> list[str]:
+    """The supervisor's command: the user's, or srun running it as every task of the job."""
+    if opts.tasks > 1:
+        return srun_command(opts.command, opts.python)
+    return list(opts.command)
 
 
 _REQUEUE_COMMENT = ("# On the signal above (or near the time limit) the training saves, then the job requeues",

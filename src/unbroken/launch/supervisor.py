@@ -51,6 +51,7 @@ from .progress import Ledger, load_ledger, save_ledger
 from .spot import SpotNotice
 from .spotwatch import SpotWatcher, spot_watcher
 from .restart import Outcome
+from .slurmtasks import is_srun
 from .runconfig import RunConfig, derive_name
 from .streams import LogTee
 
@@ -279,7 +280,8 @@ class Supervisor:
             self._forward(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
     def _forward(self, sig: int) -> None:
-        if self.config.nproc_per_node is not None:  # torchrun kills its workers on TERM: a group gets the preempt signal
+        if self.config.nproc_per_node is not None or is_srun(self.config.command):
+            # torchrun and srun kill their workers on TERM: a group gets the preempt signal
             sig = signal.Signals[self.config.preempt_signal]
         self._child.send_signal(sig)
         if self._kill_at is None:
