@@ -28,6 +28,7 @@ import unbroken  # noqa: E402
 from unbroken.checkpoint import dcp as udcp  # noqa: E402
 from unbroken.errors import (CheckpointError, ConfigError, CorruptCheckpoint, CorruptCheckpointWarning,  # noqa: E402
                              PickleNotAllowed, UnsafePathError)
+from unbroken.tracking import Tracker  # noqa: E402
 
 JOB = Path(__file__).with_name("dcp_job.py")
 
@@ -206,13 +207,22 @@ def test_metadata_naming_a_file_outside_the_checkpoint_or_the_manifest_is_refuse
 
 def test_a_value_that_needs_pickle_loads_only_with_allow_pickle(home):
     with unbroken.init("values", home=home) as run:
-        uuid = udcp.save({"extra": {"ratio": fractions.Fraction(1, 3)}}, run, 1)
-        target = {"extra": {"ratio": None}}
+        uuid = udcp.save({"w": torch.ones(3), "extra": {"ratio": fractions.Fraction(1, 3)}}, run, 1)
+        target = {"w": torch.zeros(3), "extra": {"ratio": None}}
         with pytest.raises(PickleNotAllowed, match="ratio"):
             udcp.load(target, run, uuid)
-        assert target["extra"]["ratio"] is None
+        assert target["extra"]["ratio"] is None and not target["w"].any()  # refused before any byte landed
         udcp.load(target, run, uuid, allow_pickle=True)
-    assert target["extra"]["ratio"] == fractions.Fraction(1, 3)
+    assert target["extra"]["ratio"] == fractions.Fraction(1, 3) and target["w"].eq(1).all()
+
+
+def test_commits_are_indexed_and_retention_applies(home):
+    with unbroken.init("kept", home=home, keep=unbroken.keep_latest(1)) as run:
+        uuids = [udcp.save(plain_state(), run, step) for step in (1, 2, 3)]
+        assert [m.uuid for m in run.checkpoint.list()] == uuids[-1:]
+        trial_id = run.info.trial_id
+    rows = {r.uuid: r.state for r in Tracker(home / "unbroken.db").checkpoints(trial_id)}
+    assert rows == {uuids[0]: "deleted", uuids[1]: "deleted", uuids[2]: "committed"}
 
 
 def test_a_checkpoint_not_written_by_dcp_is_refused_by_name_and_skipped_as_newest(home):

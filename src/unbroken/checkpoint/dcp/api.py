@@ -24,7 +24,7 @@ from .writer import UnbrokenWriter
 
 
 def save(state_dict: dict[str, Any], run: Any, steps_completed: int, metadata: dict[str, Any] | None = None, *,
-         process_group: Any = None, thread_count: int = 1) -> str:
+         process_group: Any = None, planner: Any = None, thread_count: int = 1) -> str:
     """Save ``state_dict`` with ``dcp.save`` into a new checkpoint of ``run``; return its uuid on every rank.
 
     Blocks until the checkpoint is committed (manifest written last, by rank 0, after every rank's
@@ -36,7 +36,8 @@ def save(state_dict: dict[str, Any], run: Any, steps_completed: int, metadata: d
     pending, writer = _stage(run, steps_completed, metadata, process_group, thread_count)
     try:
         with _quiet(run):
-            dcp.save(state_dict, storage_writer=writer, process_group=process_group, no_dist=_no_dist(run))
+            dcp.save(state_dict, storage_writer=writer, process_group=process_group, planner=planner,
+                     no_dist=_no_dist(run))
     except BaseException as exc:
         _abort(run, pending, writer)
         raise _translated(exc, f"checkpoint {writer.uuid} was not committed") from None
@@ -44,7 +45,7 @@ def save(state_dict: dict[str, Any], run: Any, steps_completed: int, metadata: d
 
 
 def async_save(state_dict: dict[str, Any], run: Any, steps_completed: int, metadata: dict[str, Any] | None = None,
-               *, process_group: Any = None, thread_count: int = 1) -> concurrent.futures.Future:
+               *, process_group: Any = None, planner: Any = None, thread_count: int = 1) -> concurrent.futures.Future:
     """:func:`save` with ``dcp.async_save``: returns once the state dict is copied to CPU memory.
 
     The returned future gives the uuid once the checkpoint is committed (or raises CheckpointError on
@@ -56,7 +57,7 @@ def async_save(state_dict: dict[str, Any], run: Any, steps_completed: int, metad
     pending, writer = _stage(run, steps_completed, metadata, process_group, thread_count)
     try:
         with _quiet(run):
-            inner = dcp.async_save(state_dict, storage_writer=writer, process_group=process_group,
+            inner = dcp.async_save(state_dict, storage_writer=writer, process_group=process_group, planner=planner,
                                    no_dist=_no_dist(run))
     except BaseException as exc:
         _abort(run, pending, writer)

@@ -99,15 +99,21 @@ class _GuardedPlanner:
         return getattr(self._planner, name)
 
     def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
-        try:
-            torch.load(io.BytesIO(value.getbuffer()), weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - the weights-only unpickler refuses with various errors
-            raise PickleNotAllowed(
-                f"checkpoint {self._uuid}: the value {read_item.dest_index.fqn!r} is not plain data "
-                f"(torch.load(weights_only=True) refused it: {str(exc).splitlines()[0] if str(exc) else exc!r}); "
-                "pass allow_pickle=True only if you trust whoever wrote this checkpoint") from None
+        _check_plain(value, read_item, self._uuid)
         value.seek(0)
         self._planner.load_bytes(read_item, value)
+
+
+def _check_plain(value: io.BytesIO, item: Any, uuid: str) -> None:
+    """Raise PickleNotAllowed unless ``value`` loads with ``torch.load(weights_only=True)``."""
+    try:
+        torch.load(io.BytesIO(value.getbuffer()), weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the weights-only unpickler refuses with various errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PickleNotAllowed(
+            f"checkpoint {uuid}: the value {item.dest_index.fqn!r} is not plain data (torch.load with "
+            f"weights_only=True refused it: {first}); pass allow_pickle=True only if you trust whoever "
+            "wrote this checkpoint") from None
 
 
 class UnbrokenReader(FileSystemReader):
@@ -156,10 +162,23 @@ class UnbrokenReader(FileSystemReader):
                                         f"length for {info.relative_path!r}")
 
     def prepare_local_plan(self, plan: Any) -> Any:
-        """Verify every file this rank's share reads, before DCP's planning collective."""
+        """Verify every file this rank's share reads, and without ``allow_pickle`` check its non-tensor
+        values load as plain data, before DCP's planning collective: a refusal on any rank stops every
+        rank before a byte lands in a state dict."""
         for relpath in sorted({self.storage_data[item.storage_index].relative_path for item in plan.items}):
             self.fs.verify(relpath)
+        if not self.allow_pickle:
+            for item in plan.items:
+                if item.type == LoadItemType.BYTE_IO:
+                    _check_plain(self._item_bytes(item), item, self.manifest.uuid)
         return super().prepare_local_plan(plan)
+
+    def _item_bytes(self, item: Any) -> io.BytesIO:
+        info = self.storage_data[item.storage_index]
+        with self.fs.create_stream(self.fs.concat_path(self.path, info.relative_path), "rb") as stream:
+            view = self._slice_file(stream, info)
+            raw = self.transforms.transform_load_stream(item, info.transform_descriptors or (), view)
+            return io.BytesIO(raw.read(-1))
 
     def read_data(self, plan: Any, planner: Any) -> Any:
         if not self.allow_pickle and any(item.type == LoadItemType.BYTE_IO for item in plan.items):
