@@ -40,7 +40,7 @@ def save(state_dict: dict[str, Any], run: Any, steps_completed: int, metadata: d
                      no_dist=_no_dist(run))
     except BaseException as exc:
         _abort(run, pending, writer)
-        raise _translated(exc, f"checkpoint {writer.uuid} was not committed") from None
+        _reraise(exc, f"checkpoint {writer.uuid} was not committed")
     return writer.uuid
 
 
@@ -61,7 +61,7 @@ def async_save(state_dict: dict[str, Any], run: Any, steps_completed: int, metad
                                    no_dist=_no_dist(run))
     except BaseException as exc:
         _abort(run, pending, writer)
-        raise _translated(exc, f"checkpoint {writer.uuid} was not committed") from None
+        _reraise(exc, f"checkpoint {writer.uuid} was not committed")
     inner = getattr(inner, "upload_completion", inner)
     outer: concurrent.futures.Future = concurrent.futures.Future()
 
@@ -116,7 +116,7 @@ def _load_one(state_dict: dict[str, Any], run: Any, uuid: str, allow_pickle: boo
         try:
             manifest = stack.enter_context(store.reading(uuid))
             reader = UnbrokenReader(store.local_copy(uuid), manifest, allow_pickle=allow_pickle)
-        except UnbrokenError as exc:
+        except Exception as exc:  # noqa: BLE001 - told to every rank below, then raised on each
             problem = exc
         problems = group.allgather(None if problem is None else (type(problem).__name__, str(problem)))
         failed = [(rank, p) for rank, p in enumerate(problems) if p is not None]
@@ -127,7 +127,7 @@ def _load_one(state_dict: dict[str, Any], run: Any, uuid: str, allow_pickle: boo
                 dcp.load(state_dict, storage_reader=reader, process_group=process_group, planner=planner,
                          no_dist=_no_dist(run))
         except BaseException as exc:
-            raise _translated(exc, f"checkpoint {uuid} cannot be loaded") from None
+            _reraise(exc, f"checkpoint {uuid} cannot be loaded")
         if group.is_chief:
             run.checkpoint.record_restore(manifest)
 
@@ -186,6 +186,14 @@ def _quiet(run: Any) -> Any:
 
 def _is_dcp(manifest: Any) -> bool:
     return any(entry.path == METADATA_NAME for entry in manifest.files)
+
+
+def _reraise(exc: BaseException, what: str) -> None:
+    """Raise ``exc``, or the unbroken error it stands for (DCP's CheckpointException, chained for its tracebacks)."""
+    translated = _translated(exc, what)
+    if translated is exc:
+        raise exc
+    raise translated from exc
 
 
 def _translated(exc: BaseException, what: str) -> BaseException:
