@@ -1,0 +1,194 @@
+"""Hugging Face Trainer with UnbrokenTrainerCallback and resume_path.
+
+End to end (tests/integrations/programs/hf_train.py: a 2-layer GPT-2 with dropout, CPU, fixed
+seeds): a training SIGKILLed under `unbroken run`, and one stopped by SIGTERM whose newest
+checkpoint is then corrupted, end bitwise equal to an uninterrupted training. In process: the
+stop logic, the commit of a Trainer folder, the verified resume copy, the metrics split.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compat.compathelp import committed, kill_child_after, supervise
+from integrations.inthelp import corrupt_newest, require
+from procs import child_env
+from waiting import wait_until
+
+PROGRAM = Path(__file__).resolve().parent / "programs" / "hf_train.py"
+MAX_STEPS = "24"  # saves every 3 steps: 8 checkpoints
+
+
+@pytest.fixture(scope="module", autouse=True)
+def transformers_installed():
+    require("transformers", "transformers")
+    require("accelerate", "transformers")
+
+
+def command(out: Path) -> list[str]:
+    return [sys.executable, "-u", str(PROGRAM), str(out), MAX_STEPS]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> np.ndarray:
+    tmp = tmp_path_factory.mktemp("hf-ref")
+    done = subprocess.run(command(tmp / "w.npy"), env=child_env(tmp / "home"), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert not list((tmp / "hf-out").glob("checkpoint-*"))  # every Trainer folder went into the store
+    return np.load(tmp / "w.npy")
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path, reference):
+    home, log = tmp_path / "home", tmp_path / "out.log"
+    sup = supervise(home, ["--name", "hf"], command(tmp_path / "w.npy"), log)
+    kill_child_after(sup, home, "hf", 3, log)
+    assert sup.wait(timeout=180) == 0, log.read_text()
+    _, step = resumed_from(log.read_text())
+    assert 9 <= step < int(MAX_STEPS)  # it resumed after the 3rd commit, not from scratch
+    assert np.array_equal(np.load(tmp_path / "w.npy"), reference)
+
+
+@pytest.mark.slow
+def test_sigterm_exits_75_and_a_corrupt_newest_checkpoint_is_skipped(tmp_path, reference):
+    home, out = tmp_path / "home", tmp_path / "w.npy"
+    env = child_env(home)
+    proc = subprocess.Popen(command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: committed(home, "hf") >= 3 or proc.poll() is not None, timeout=120, what="3 checkpoints")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert not out.exists()
+    bad = corrupt_newest(home, "hf")
+    again = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert f"skipping corrupt checkpoint {bad}" in again.stderr
+    uuid, step = resumed_from(again.stderr)
+    assert uuid != bad and step >= 9
+    assert np.array_equal(np.load(out), reference)
+
+
+def resumed_from(log: str) -> tuple[str, int]:
+    """(uuid, steps) of the checkpoint an attempt's log says it resumed from."""
+    found = re.search(r"resumed from checkpoint (\S+) at step (\d+)", log)
+    assert found, log
+    return found[1], int(found[2])
+
+
+# -- in process ------------------------------------------------------------------------------------
+def fake_run(stop_here=False, others=()):
+    """A run whose preempt answers ``stop_here`` and whose group's other ranks vote ``others``."""
+    calls = types.SimpleNamespace(requests=[], train=[], val=[])
+    preempt = types.SimpleNamespace(should_preempt=lambda: stop_here, reason="signal SIGTERM" if stop_here else None,
+                                    request=calls.requests.append)
+    group = types.SimpleNamespace(size=1 + len(others), rank=0, is_chief=True,
+                                  allgather=lambda v: [v, *others], barrier=lambda: None)
+    train = types.SimpleNamespace(report_training_metrics=lambda s, m: calls.train.append((s, m)),
+                                  report_validation_metrics=lambda s, m: calls.val.append((s, m)))
+    return types.SimpleNamespace(preempt=preempt, distributed=group, train=train), calls
+
+
+def step_end(run):
+    from transformers import TrainerControl, TrainerState
+    from unbroken.integrations.transformers import UnbrokenTrainerCallback
+
+    control = TrainerControl()
+    return UnbrokenTrainerCallback(run).on_step_end(None, TrainerState(), control)
+
+
+def test_no_stop_request_leaves_the_control_alone():
+    control = step_end(fake_run()[0])
+    assert not control.should_save and not control.should_training_stop
+
+
+def test_a_stop_request_saves_and_stops_at_the_step_end():
+    control = step_end(fake_run(stop_here=True)[0])
+    assert control.should_save and control.should_training_stop
+
+
+def test_a_stop_on_another_rank_stops_this_one_too_and_marks_it_preempted():
+    run, calls = fake_run(others=(False, True))
+    control = step_end(run)
+    assert control.should_save and control.should_training_stop
+    assert calls.requests == ["stop requested on another rank"]
+
+
+def test_logs_go_to_training_and_validation_metrics():
+    from transformers import TrainerControl, TrainerState
+    from unbroken.integrations.transformers import UnbrokenTrainerCallback
+
+    run, calls = fake_run()
+    logs = {"loss": 2.5, "learning_rate": 1e-3, "eval_loss": 3.0, "eval_runtime": 0.1, "note": "x", "flag": True}
+    UnbrokenTrainerCallback(run).on_log(None, TrainerState(global_step=7), TrainerControl(), logs=logs)
+    assert calls.train == [(7, {"loss": 2.5, "learning_rate": 1e-3})]
+    assert calls.val == [(7, {"loss": 3.0, "runtime": 0.1})]
+
+
+def test_a_real_run_stopped_at_a_step_end_exits_75(home):
+    import unbroken
+
+    with pytest.raises(SystemExit) as exited:
+        with unbroken.init(name="hf-stop") as run:
+            assert not step_end(run).should_training_stop
+            run.preempt.request("test")
+            assert step_end(run).should_training_stop
+    assert exited.value.code == 75
+
+
+def trainer_folder(root: Path, step: int) -> Path:
+    folder = root / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    (folder / "optimizer.pt").write_bytes(bytes(range(256)) * 64)
+    return folder
+
+
+def test_a_trainer_folder_is_committed_and_resumed_from_a_verified_copy(home, tmp_path):
+    import unbroken
+    from transformers import TrainerState
+    from unbroken.integrations.transformers import commit_folder, resume_path
+
+    out = tmp_path / "out"
+    with unbroken.init(name="hf-unit") as run:
+        assert resume_path(run, out) is None
+        uuid = commit_folder(run, trainer_folder(out, 6), TrainerState(global_step=6))
+        assert not (out / "checkpoint-6").exists()
+        assert run.checkpoint.get_metadata(uuid)["steps_completed"] == 6
+    with unbroken.init(name="hf-unit") as run:
+        copy = Path(resume_path(run, out))
+        assert copy.parent == out / "unbroken-resume"
+        assert (copy / "optimizer.pt").read_bytes() == bytes(range(256)) * 64
+        assert (copy / "trainer_state.json").read_text() == '{"global_step": 6}'
+
+
+def test_a_corrupt_only_checkpoint_gives_no_resume_path_and_a_warning(home, tmp_path):
+    import unbroken
+    from transformers import TrainerState
+    from unbroken.errors import CorruptCheckpointWarning
+    from unbroken.integrations.transformers import commit_folder, resume_path
+
+    with unbroken.init(name="hf-bad") as run:
+        commit_folder(run, trainer_folder(tmp_path / "out", 3), TrainerState(global_step=3))
+    bad = corrupt_newest(home, "hf-bad")
+    with unbroken.init(name="hf-bad") as run:
+        with pytest.warns(CorruptCheckpointWarning, match=f"skipping corrupt checkpoint {bad}"):
+            assert resume_path(run, tmp_path / "out") is None
+
+
+def test_arguments_that_cannot_resume_exactly_are_refused(tmp_path):
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from unbroken.errors import ConfigError
+    from unbroken.integrations.transformers import UnbrokenTrainerCallback
+
+    args = TrainingArguments(output_dir=str(tmp_path), save_only_model=True, report_to=[], use_cpu=True)
+    with pytest.raises(ConfigError, match="save_only_model"):
+        UnbrokenTrainerCallback(fake_run()[0]).on_train_begin(args, TrainerState(), TrainerControl())
