@@ -1,7 +1,9 @@
 """A 2-rank DDP training on gloo/CPU for the tests: deterministic, saves every step.
 
 Environment: STEPS (total), OUT (final parameters of rank r are written to OUT.rank<r>.pt),
-SLOW (seconds per step, so a test can signal it mid-run), STEP_FILE (each rank appends its steps).
+SLOW (seconds per step, so a test can signal it mid-run), STEP_FILE (each rank appends its steps),
+OWN_MB (a per-rank buffer of that many MiB, changed every step, so each rank writes a shard of its own
+that takes a while: a kill can land in the middle of it).
 """
 
 import os
@@ -21,7 +23,8 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     total, slow = int(os.environ.get("STEPS", "20")), float(os.environ.get("SLOW", "0"))
     with unbroken.init("ddp", save=unbroken.every_steps(int(os.environ.get("EVERY", "1")))) as run:
-        state = unbroken.State(model=model, optimizer=opt, replicated=("model", "optimizer"))
+        own = torch.zeros(int(float(os.environ.get("OWN_MB", "0")) * 2**18))
+        state = unbroken.State(model=model, optimizer=opt, own=own, replicated=("model", "optimizer"))
         start = run.restore(state)
         gen = torch.Generator().manual_seed(1000 + rank)
         for step in run.steps(start, total):
@@ -31,6 +34,7 @@ def main() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            own.add_(1.0)
             run.report(step + 1, loss=loss.item())
             if os.environ.get("STEP_FILE"):
                 with open(f"{os.environ['STEP_FILE']}.rank{rank}", "a") as f:
@@ -38,7 +42,10 @@ def main() -> None:
             if slow:
                 time.sleep(slow)
         if not run.preempted and os.environ.get("OUT"):
-            torch.save({k: v.clone() for k, v in model.module.state_dict().items()}, f"{os.environ['OUT']}.rank{rank}.pt")
+            final = {k: v.clone() for k, v in model.module.state_dict().items()}
+            final.update({f"momentum.{i}": opt.state[p]["momentum_buffer"].clone() for i, p in enumerate(model.parameters())})
+            final["own"] = own.clone()
+            torch.save(final, f"{os.environ['OUT']}.rank{rank}.pt")
     dist.destroy_process_group()
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 
 from ranks import JOB, final_params, job_env, same, torchrun
 from waiting import wait_until
 
+from unbroken.checkpoint import CheckpointStore
+from unbroken.storage import LocalStorage
 from unbroken.tracking import Tracker
 
 
@@ -49,35 +53,71 @@ def test_sigterm_stops_both_ranks_at_one_step_after_one_commit_and_exits_75(tmp_
     assert "stopping at step" in out
 
 
-def test_a_killed_rank_restarts_the_group_and_it_ends_bitwise_equal(tmp_path):
-    ref = torchrun(tmp_path / "ref", STEPS="40", OUT=str(tmp_path / "ref"))
+#: SIGKILLs per run: each at a random moment (seeded; the seed is in every failure message).
+KILLS = 3
+
+
+def test_ranks_killed_at_random_moments_restart_the_group_and_it_ends_bitwise_equal(tmp_path):
+    seed = int(os.environ.get("UNBROKEN_KILL_SEED", time.time_ns() % 2**32))
+    rng = random.Random(seed)
+    job = dict(STEPS="40", OWN_MB="8")  # 8 MiB per rank, written every step: many kills land in a save
+    ref = torchrun(tmp_path / "ref", OUT=str(tmp_path / "ref"), **job)
     assert ref.returncode == 0, ref.stderr[-3000:]
     home, steps = tmp_path / "home", tmp_path / "steps"
-    proc = _supervised(home, "--max-restarts", "5", STEPS="40", SLOW="0.05", STEP_FILE=str(steps),
-                       OUT=str(tmp_path / "out"))
-    for kill_after in (8, 20):
-        wait_until(lambda: len(_steps(steps, 1)) >= kill_after, timeout=60, what=f"{kill_after} steps")
-        os.kill(_rank_pid(home, 1), signal.SIGKILL)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-4000:]
-    assert same(final_params(tmp_path / "out"), final_params(tmp_path / "ref"))
+    proc = _supervised(home, "--max-restarts", str(KILLS + 2), SLOW="0.05", STEP_FILE=str(steps),
+                       OUT=str(tmp_path / "out"), **job)
+    killed, dead = [], set()
+    for _ in range(KILLS):
+        pids = wait_until(lambda: _fresh_group(home, dead) or proc.poll() is not None, timeout=60,
+                          what=f"a new group (seed {seed})")
+        done = len(_steps(steps, 0))
+        wait_until(lambda: len(_steps(steps, 0)) > done or proc.poll() is not None, timeout=60,
+                   what=f"a step of the new group (seed {seed})")
+        time.sleep(rng.uniform(0.0, 0.6))  # the random moment: in a step, a save or a commit
+        victim = rng.choice((0, 1))
+        try:
+            os.kill(pids[victim], signal.SIGKILL)
+        except (ProcessLookupError, TypeError):  # the training ended first
+            break
+        killed.append(victim)
+        dead |= set(pids)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, f"seed {seed}: {out[-4000:]}"
+    assert same(final_params(tmp_path / "out"), final_params(tmp_path / "ref")), f"seed {seed}, killed {killed}"
+    attempts, manifests = _history(home)
+    assert len(attempts) == len(killed) + 1, f"seed {seed}: one attempt per group run, not per rank"
+    for attempt, victim in zip(attempts, killed):
+        assert f"rank {victim}" in attempt.message and "SIGKILL" in attempt.message, (seed, attempt.message)
+    for manifest in manifests:  # no committed checkpoint lacks a rank's shard
+        folders = {f.path.split("/")[0] for f in manifest.files}
+        assert {"rank-0", "rank-1", "replicated"} <= folders, (seed, manifest.uuid, folders)
+
+
+def _history(home):
+    """The attempts of trial ddp/1 and the manifests of its committed checkpoints."""
     tracker = Tracker(f"sqlite:///{home}/unbroken.db")
-    attempts = tracker.attempts(tracker.trial("ddp", 1).id)
-    tracker.close()
-    assert len(attempts) == 3  # one per group run, not per rank
-    assert all("rank 1" in a.message and "SIGKILL" in a.message for a in attempts[:2]), [a.message for a in attempts]
+    try:
+        attempts = tracker.attempts(tracker.trial("ddp", 1).id)
+    finally:
+        tracker.close()
+    folder = home / "experiments" / "ddp" / "trial-1" / "checkpoints"
+    return attempts, CheckpointStore(LocalStorage(folder)).list()
 
 
-def _rank_pid(home, rank: int) -> int:
-    """The pid of the worker with RANK=rank (found through /proc environ)."""
-    def find():
-        for entry in os.listdir("/proc"):
-            try:
-                env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if f"UNBROKEN_HOME={home}".encode() in env and f"RANK={rank}".encode() in env \
-                    and b"TORCHELASTIC_RUN_ID" in b" ".join(env) and f"LOCAL_RANK={rank}".encode() in env:
-                return int(entry)
-        return None
-    return wait_until(find, timeout=30, what=f"rank {rank}'s process")
+def _fresh_group(home, dead: set[int]) -> tuple[int, int] | None:
+    """The pids of ranks 0 and 1 of a group none of whose ranks is in ``dead`` (found through /proc)."""
+    pids = tuple(_find_rank(home, rank) for rank in (0, 1))
+    return pids if None not in pids and not dead & set(pids) else None
+
+
+def _find_rank(home, rank: int) -> int | None:
+    """The pid of the live worker with RANK=rank, or None."""
+    for entry in os.listdir("/proc"):
+        try:
+            env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"UNBROKEN_HOME={home}".encode() in env and f"RANK={rank}".encode() in env \
+                and b"TORCHELASTIC_RUN_ID" in b" ".join(env) and f"LOCAL_RANK={rank}".encode() in env:
+            return int(entry)
+    return None
