@@ -4,7 +4,8 @@ Under torchrun with 2 ranks it: trains a tiny FSDP2 model with Adam; saves check
 B (step 3) with ``unbroken.checkpoint.dcp.save``; loads B into a freshly initialised model and
 optimizer; makes rank 1's write of a third save fail (nothing may be committed); corrupts one byte
 of rank 1's data file of B, then loads B by name (must be refused on every rank) and the newest
-(must skip B and load A); saves D with ``async_save``. Each rank writes what it saw to
+(must skip B and load A); saves D with ``async_save``; asks rank 1 to stop and checks both ranks
+agree (``should_stop``). Each rank writes what it saw to
 ``OUT/rank<r>.json``; rank 0 writes A's full tensors (gathered) to ``OUT/expected-a.pt``.
 """
 
@@ -75,7 +76,7 @@ def main() -> None:
     mesh = init_device_mesh("cpu", (2,))
     model, opt = make(mesh, 0)
     seen = {}
-    with unbroken.init("dcp", keep=unbroken.keep_all()) as run:
+    with unbroken.init("dcp", keep=unbroken.keep_all(), exit_on_preempt=False) as run:
         train(model, opt, range(2))
         seen["a"] = udcp.save(state(model, opt), run, 2, {"note": "a"})
         expected_a = full(state(model, opt))
@@ -120,6 +121,12 @@ def main() -> None:
         future = udcp.async_save(state(model, opt), run, 5, process_group=side)
         seen["async"] = outcome(lambda: future.result(timeout=60))
         seen["final"] = [m.uuid for m in run.checkpoint.list()]
+
+        seen["should_stop_before"] = udcp.should_stop(run)
+        if rank == 1:
+            run.preempt.request("test stop on rank 1")
+        seen["should_stop"] = udcp.should_stop(run)
+        seen["preempted"] = run.preempted
     (out / f"rank{rank}.json").write_text(json.dumps(seen))
     dist.destroy_process_group()
 

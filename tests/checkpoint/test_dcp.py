@@ -104,6 +104,21 @@ def test_async_save_commits_a_checkpoint_every_rank_agrees_on(job):
     assert seen[0]["final"][-1] == seen[0]["async"][1]
 
 
+@slow
+def test_a_stop_requested_on_one_rank_is_agreed_by_every_rank(job):
+    _home, _out, seen, _err = job
+    for rank in seen:
+        assert rank["should_stop_before"] is False
+        assert rank["should_stop"] is True and rank["preempted"] is True
+
+
+def test_should_stop_in_one_process_answers_the_runs_stop_request(home):
+    with unbroken.init("stop", home=home, exit_on_preempt=False) as run:
+        assert udcp.should_stop(run) is False
+        run.preempt.request("test")
+        assert udcp.should_stop(run) is True
+
+
 def nested(flat: dict[str, torch.Tensor], fill=torch.zeros_like) -> dict:
     """{"a/b/c": t} -> {"a": {"b": {"c": fill(t)}}}; optimizer state keys ("state/0.weight/step") keep their dots."""
     out: dict = {}

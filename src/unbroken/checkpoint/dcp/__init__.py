@@ -20,8 +20,8 @@ functions, :mod:`.writer` / :mod:`.reader` for the storage writer and reader DCP
 :mod:`.safemeta` for how DCP's pickled ``.metadata`` is read without running arbitrary pickle.
 """
 
-from .api import async_save, load, save
+from .api import async_save, load, save, should_stop
 from .reader import UnbrokenReader
 from .writer import UnbrokenWriter
 
-__all__ = ["UnbrokenReader", "UnbrokenWriter", "async_save", "load", "save"]
+__all__ = ["UnbrokenReader", "UnbrokenWriter", "async_save", "load", "save", "should_stop"]

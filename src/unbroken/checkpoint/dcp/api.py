@@ -107,6 +107,24 @@ def load(state_dict: dict[str, Any], run: Any, checkpoint: str | None = None, *,
     return None
 
 
+def should_stop(run: Any) -> bool:
+    """True on every rank once any rank was asked to stop (signal, deadline): save now, then leave the run.
+
+    Training loops that save with this module (not with ``run.steps`` and a State) call it at each
+    step boundary, on every rank: one allgather in a group run (a collective), none for one process.
+    Once it answered True, ``run.preempted`` is True on every rank, and leaving the ``with`` block
+    exits with 75 so that ``unbroken run`` restarts the job from the newest checkpoint.
+    """
+    preempt, group = run.preempt, run.distributed
+    if group.size == 1:
+        return preempt.should_preempt()
+    own = preempt.local() if hasattr(preempt, "local") else (preempt.reason if preempt.should_preempt() else None)
+    requests = group.allgather(own)
+    if hasattr(preempt, "settle"):
+        preempt.settle(requests)
+    return any(request is not None for request in requests)
+
+
 def _load_one(state_dict: dict[str, Any], run: Any, uuid: str, allow_pickle: bool, process_group: Any,
               planner: Any) -> None:
     """Lease, agree that every rank could open ``uuid``, then ``dcp.load`` it. Raises on every rank alike."""
