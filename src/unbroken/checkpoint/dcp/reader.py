@@ -64,6 +64,7 @@ class _VerifiedFiles(FileSystem):
 
     @contextlib.contextmanager
     def create_stream(self, path: str | os.PathLike, mode: str) -> Iterator[io.IOBase]:
+        """Open a manifest file for reading, verified first (no link followed); anything else is refused."""
         if mode != "rb":
             raise CheckpointError(f"checkpoint {self.uuid} is committed: DCP may not open {path} for writing")
         relpath = self._relative(path)
@@ -133,6 +134,7 @@ class UnbrokenReader(FileSystemReader):
         self._metadata = self._read_metadata()
 
     def reset(self, checkpoint_id: Any = None) -> None:
+        """A new load of the same checkpoint (DCP calls this first); another checkpoint_id is refused."""
         if checkpoint_id and Path(checkpoint_id) != self.fs.root:
             raise CheckpointError(f"this reader reads checkpoint {self.manifest.uuid} only; pass checkpoint_id=None")
         super().reset()
@@ -153,6 +155,7 @@ class UnbrokenReader(FileSystemReader):
             raise type(exc)(f"checkpoint {self.manifest.uuid}: {exc}") from None
 
     def set_up_storage_reader(self, metadata: Any, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        """Check that every file the metadata names is a manifest entry (UnsafePathError, CorruptCheckpoint)."""
         super().set_up_storage_reader(metadata, is_coordinator, *args, **kwargs)
         for info in self.storage_data.values():
             self.fs.entry(getattr(info, "relative_path", None))
@@ -181,6 +184,7 @@ class UnbrokenReader(FileSystemReader):
             return io.BytesIO(raw.read(-1))
 
     def read_data(self, plan: Any, planner: Any) -> Any:
+        """torch's read loop over the verified files; non-tensor values checked again (without allow_pickle)."""
         if not self.allow_pickle and any(item.type == LoadItemType.BYTE_IO for item in plan.items):
             planner = _GuardedPlanner(planner, self.manifest.uuid)
         return super().read_data(plan, planner)

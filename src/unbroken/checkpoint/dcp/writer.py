@@ -55,6 +55,7 @@ class UnbrokenWriter(FileSystemWriter):
         self.manifest: Manifest | None = None
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        """Refuse rank-local metadata, and a coordinator that did not stage the checkpoint (ConfigError)."""
         super().set_up_storage_writer(is_coordinator, *args, **kwargs)
         if not self.use_collectives:
             raise ConfigError("unbroken's DCP writer needs use_collectives=True: one checkpoint, one .metadata")
