@@ -38,3 +38,18 @@ def test_submit_joins_the_trial_it_will_resume(cli, home, monkeypatch):
     (trial,) = tracker.trials("job")
     assert trial.command == "python t.py" and all("--trial 1" in s for s in scripts)
     tracker.close()
+
+
+def test_several_tasks_run_through_srun_under_one_supervisor(cli):
+    result = cli("slurm", "submit", "--dry-run", "--nodes", "2", "--ntasks-per-node", "2", "--", "python", "t.py")
+    assert result.exit_code == 0, result.output
+    (run_line,) = [line for line in result.output.splitlines() if line.startswith("exec ")]
+    assert run_line.count(" unbroken run ") == 1 and " -- srun " in run_line
+    assert run_line.endswith("-m unbroken.launch.slurmtasks -- python t.py")
+    single = cli("slurm", "submit", "--dry-run", "--ntasks-per-node", "1", "--", "python", "t.py")
+    assert single.exit_code == 0 and "srun" not in single.output
+
+
+def test_a_signal_srun_does_not_pass_on_is_refused_for_several_tasks(cli):
+    result = cli("slurm", "submit", "--dry-run", "--ntasks-per-node", "2", "--signal", "TERM", "--", "python", "t.py")
+    assert result.exit_code == 1 and "srun" in result.output and "USR2" in result.output, result.output

@@ -457,3 +457,62 @@ def test_requeues_stop_after_k_allocations_without_progress(slurm, tmp_path):
     assert trial.status == "failed" and trial.message.startswith("no progress: 2 allocations in a row")
     assert "requeueing Slurm job" in Path(attempts[0].log_path).read_text()
     assert "requeueing Slurm job" not in Path(attempts[1].log_path).read_text()
+
+
+# -- one job of several tasks: one supervisor, the ranks through srun -----------------------------------
+DDP_JOB = REPO / "tests" / "distributed" / "ddp_job.py"
+
+
+def _rank_steps(path: Path, rank: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"{path}.rank{rank}").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _scontrol_field(job_id: str, field: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    return out.split(f"{field}=")[1].split()[0]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_tasks_stop_at_one_step_requeue_once_and_resume_bitwise_equal(slurm, tmp_path, wait_until):
+    torch = pytest.importorskip("torch")
+    home, steps_file, total = tmp_path / "home", tmp_path / "steps", 100
+    job = submit(home, "--name", "ddp", "--ntasks-per-node", "2", "--", sys.executable, str(DDP_JOB),
+                 OMP_NUM_THREADS="1", STEPS=str(total), SLOW="0.03", EVERY="1000", STEP_FILE=str(steps_file),
+                 OUT=str(tmp_path / "out"))
+    wait_until(lambda: min(len(_rank_steps(steps_file, r)) for r in (0, 1)) >= 10, timeout=120, what="2 ranks training")
+    subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)  # Slurm's --signal=B:USR2, now
+    # the uninterrupted reference runs while the requeued job waits (cred_expire) for its next allocation
+    ref = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                            str(DDP_JOB)], env=child_env(tmp_path / "ref", OMP_NUM_THREADS="1", STEPS=str(total),
+                                                         OUT=str(tmp_path / "ref")),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert wait_state(job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=200) == "COMPLETED"
+    assert _scontrol_field(job, "Restarts") == "1"
+
+    tracker = Tracker(home / "unbroken.db")
+    trial = tracker.trial("ddp")
+    first, second = tracker.attempts(trial.id)  # one attempt per allocation, not one per rank
+    assert (first.end_reason, second.end_reason) == ("preempted", "completed") and trial.status == "completed"
+    assert (first.slurm_restarts, second.slurm_restarts) == (0, 1) and first.slurm_job_id == second.slurm_job_id == job
+    (saved,) = [c for c in tracker.checkpoints(trial.id) if c.attempt_id == first.id and c.state == "committed"]
+    stop = saved.steps_completed
+    assert second.restored_steps == stop
+    tracker.close()
+    log = Path(first.log_path).read_text()
+    assert f"0: unbroken: trial ddp/1 stopping at step {stop}" in log, log
+    assert f"1: unbroken: trial ddp/1 rank 1 stopping at step {stop}" in log, log
+    job_log = (home / "experiments" / "ddp" / "trial-1" / "logs" / f"slurm-{job}.out").read_text()
+    assert job_log.count("requeueing Slurm job") == 1, job_log
+    # neither rank went past the agreed step before stopping, and the next allocation went on from it
+    assert _rank_steps(steps_file, 0) == _rank_steps(steps_file, 1) == list(range(1, total + 1))
+
+    _, ref_err = ref.communicate(timeout=120)
+    assert ref.returncode == 0, ref_err[-3000:]
+    for rank in (0, 1):
+        got, want = (torch.load(f"{tmp_path / name}.rank{rank}.pt") for name in ("out", "ref"))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
