@@ -21,6 +21,10 @@
 #   SLURM_UP_PARTITION    name of the default partition (default debug)
 #   SLURM_UP_MIN_JOB_AGE  seconds a finished job stays visible to `scontrol show
 #                         job` (default 300; there is no accounting, so no sacct)
+#   SLURM_UP_MIN_CPUS     the node offers at least this many CPUs (default 2), so a
+#                         job of 2 tasks (the multi-task tests) fits on a 1-core
+#                         machine too; beyond nproc the CPUs are oversubscribed
+#                         (SlurmdParameters=config_overrides, no task binding)
 set -euo pipefail
 
 CRED_EXPIRE=${SLURM_UP_CRED_EXPIRE:-10}
@@ -29,6 +33,7 @@ CLUSTER=${SLURM_UP_CLUSTER:-ci}
 PARTITION=${SLURM_UP_PARTITION:-debug}
 MIN_JOB_AGE=${SLURM_UP_MIN_JOB_AGE:-300}
 SCHED_INTERVAL=${SLURM_UP_SCHED_INTERVAL:-5}
+MIN_CPUS=${SLURM_UP_MIN_CPUS:-2}
 
 PACKAGES=(slurmctld slurmd slurm-client munge)
 CONF=/etc/slurm/slurm.conf
@@ -55,13 +60,14 @@ require_root() {
 
 check_knobs() {
     local name
-    for name in CRED_EXPIRE SCHED_INTERVAL TIMEOUT MIN_JOB_AGE; do
+    for name in CRED_EXPIRE SCHED_INTERVAL TIMEOUT MIN_JOB_AGE MIN_CPUS; do
         [[ ${!name} =~ ^[0-9]+$ ]] || die "SLURM_UP_$name must be a whole number, got '${!name}'"
     done
     # Slurm 22.05 rejects cred_expire < 5 ("AuthInfo=cred_expire=3 invalid" in
     # the logs) and silently falls back to 120 s, the opposite of what was asked.
     ((CRED_EXPIRE >= 5)) || die "SLURM_UP_CRED_EXPIRE must be >= 5 (Slurm ignores smaller values), got $CRED_EXPIRE"
     ((SCHED_INTERVAL >= 1)) || die "SLURM_UP_SCHED_INTERVAL must be >= 1, got $SCHED_INTERVAL"
+    ((MIN_CPUS >= 1)) || die "SLURM_UP_MIN_CPUS must be >= 1, got $MIN_CPUS"
 }
 
 take_lock() {
@@ -137,9 +143,19 @@ setup_munge() {
     munge -n | unmunge >/dev/null || die "munge round trip failed; see /var/log/munge/munged.log"
 }
 
-render_conf() {
-    local cpus mem_mb
+# The node's CPU count: the machine's, raised to MIN_CPUS.
+node_cpus() {
+    local cpus
     cpus=$(nproc)
+    echo $((cpus > MIN_CPUS ? cpus : MIN_CPUS))
+}
+
+render_conf() {
+    local cpus mem_mb overrides=""
+    cpus=$(node_cpus)
+    # More CPUs than the machine has: slurmd would drain the node ("Low CPUs") unless it
+    # takes the configured values as they are.
+    (( cpus > $(nproc) )) && overrides=$'\n# More CPUs than nproc (SLURM_UP_MIN_CPUS): use the configured count as it is.\nSlurmdParameters=config_overrides'
     # Leave 1 GiB for the OS; slurmd drains a node that reports less memory than configured.
     mem_mb=$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 - 1024 }' /proc/meminfo)
     cat <<EOF
@@ -175,7 +191,7 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 JobRequeue=1
 MinJobAge=$MIN_JOB_AGE
-KillWait=5
+KillWait=5$overrides
 NodeName=$HOST CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -256,7 +272,7 @@ daemons_up() {
 summary() {
     local verb=$1
     printf 'slurm-up: %s: Slurm %s, node %s (%s CPUs, %s MB), partition %s, cred_expire=%ss, sched_interval=%ss\n' \
-        "$verb" "$(sinfo -V | awk '{ print $2 }')" "$HOST" "$(nproc)" \
+        "$verb" "$(sinfo -V | awk '{ print $2 }')" "$HOST" "$(node_cpus)" \
         "$(sed -n "s/^NodeName=.*RealMemory=\([0-9]*\).*/\1/p" "$CONF")" "$PARTITION" "$CRED_EXPIRE" "$SCHED_INTERVAL"
     printf 'slurm-up: slurmctld pid %s, slurmd pid %s, munged pid %s; logs in %s\n' \
         "$(<"$CTLD_PIDFILE")" "$(<"$SLURMD_PIDFILE")" "$(<"$MUNGE_PIDFILE")" "$LOG_DIR"
