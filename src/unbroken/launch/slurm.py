@@ -11,7 +11,10 @@ In the job, ``unbroken run`` detects Slurm (``$SLURM_JOB_ID``) and uses :class:`
 * with ``chain=True`` (``unbroken run --chain``, from ``slurm submit --chain``) it does not requeue:
   the follow-up job of :mod:`unbroken.launch.chain` is already pending;
 * without ``scontrol`` (a container) the end time is unknown here: the deadline then comes from
-  ``--time-limit`` (the chained script passes one) and Slurm's ``--signal``.
+  ``--time-limit`` (the chained script passes one) and Slurm's ``--signal``;
+* a job of several tasks (``--nodes N --ntasks-per-node M``, N*M > 1) still has ONE supervisor,
+  in the batch shell: it runs the ranks through ``srun`` and alone requeues
+  (:mod:`unbroken.launch.slurmtasks`).
 """
 
 from __future__ import annotations
