@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compat.compathelp import committed, kill_child_after, supervise
+from compat.compathelp import committed, kill_child_after, show, supervise
 from integrations.inthelp import corrupt_newest, require
 from procs import child_env
 from waiting import wait_until
 
 PROGRAM = Path(__file__).resolve().parent / "programs" / "hf_train.py"
 MAX_STEPS = "24"  # saves every 3 steps: 8 checkpoints
+THREADS = {"OMP_NUM_THREADS": "1"}  # the machine is shared; every run uses the same
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,19 +39,35 @@ def command(out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> np.ndarray:
+def uninterrupted(tmp_path_factory) -> Path:
+    """The folder of one uninterrupted training: its weights ``w.npy``, ``home``, ``hf-out``."""
     tmp = tmp_path_factory.mktemp("hf-ref")
-    done = subprocess.run(command(tmp / "w.npy"), env=child_env(tmp / "home"), capture_output=True, text=True,
-                          timeout=180)
+    done = subprocess.run(command(tmp / "w.npy"), env=child_env(tmp / "home", **THREADS), capture_output=True,
+                          text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    assert not list((tmp / "hf-out").glob("checkpoint-*"))  # every Trainer folder went into the store
-    return np.load(tmp / "w.npy")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def reference(uninterrupted) -> np.ndarray:
+    return np.load(uninterrupted / "w.npy")
+
+
+@pytest.mark.slow
+def test_checkpoints_follow_keep_and_metrics_are_split(uninterrupted):
+    home = uninterrupted / "home"
+    assert not list((uninterrupted / "hf-out").glob("checkpoint-*"))  # every Trainer folder went into the store
+    assert committed(home, "hf") == 3  # keep_latest(3) of 8
+    shown = show(home, "hf")
+    assert shown["trial"]["latest_checkpoint_steps"] == int(MAX_STEPS)
+    assert {"loss", "learning_rate", "grad_norm"} <= set(shown["metrics"]["training"])
+    assert "loss" in shown["metrics"]["validation"] and "eval_loss" not in shown["metrics"]["validation"]
 
 
 @pytest.mark.slow
 def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path, reference):
     home, log = tmp_path / "home", tmp_path / "out.log"
-    sup = supervise(home, ["--name", "hf"], command(tmp_path / "w.npy"), log)
+    sup = supervise(home, ["--name", "hf"], command(tmp_path / "w.npy"), log, **THREADS)
     kill_child_after(sup, home, "hf", 3, log)
     assert sup.wait(timeout=180) == 0, log.read_text()
     _, step = resumed_from(log.read_text())
@@ -61,7 +78,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path, refer
 @pytest.mark.slow
 def test_sigterm_exits_75_and_a_corrupt_newest_checkpoint_is_skipped(tmp_path, reference):
     home, out = tmp_path / "home", tmp_path / "w.npy"
-    env = child_env(home)
+    env = child_env(home, **THREADS)
     proc = subprocess.Popen(command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: committed(home, "hf") >= 3 or proc.poll() is not None, timeout=120, what="3 checkpoints")
     proc.send_signal(signal.SIGTERM)
@@ -184,11 +201,13 @@ def test_a_corrupt_only_checkpoint_gives_no_resume_path_and_a_warning(home, tmp_
             assert resume_path(run, tmp_path / "out") is None
 
 
-def test_arguments_that_cannot_resume_exactly_are_refused(tmp_path):
-    from transformers import TrainerControl, TrainerState, TrainingArguments
+@pytest.mark.parametrize("setting", ["save_only_model", "load_best_model_at_end"])
+def test_arguments_that_cannot_resume_exactly_are_refused(setting):
+    from transformers import TrainerControl, TrainerState
     from unbroken.errors import ConfigError
     from unbroken.integrations.transformers import UnbrokenTrainerCallback
 
-    args = TrainingArguments(output_dir=str(tmp_path), save_only_model=True, report_to=[], use_cpu=True)
-    with pytest.raises(ConfigError, match="save_only_model"):
+    args = types.SimpleNamespace(save_only_model=False, load_best_model_at_end=False)
+    setattr(args, setting, True)
+    with pytest.raises(ConfigError, match=setting):
         UnbrokenTrainerCallback(fake_run()[0]).on_train_begin(args, TrainerState(), TrainerControl())

@@ -16,11 +16,14 @@
   crash mid-write, its ``save_total_limit`` rotation would fight ``keep=``, and it doubles the
   disk use. So ``args.output_dir`` holds no ``checkpoint-*`` folder; the checkpoints are
   listed by ``unbroken show``. (``load_best_model_at_end`` needs the Trainer's folders and is
-  refused; ``save_only_model`` cannot resume exactly and is refused.)
+  refused; ``save_only_model`` cannot resume exactly and is refused; ``push_to_hub`` with
+  ``hub_strategy="checkpoint"`` finds no folder to push.)
 * **Resuming.** :func:`resume_path` gives a local, verified, faithful copy of the newest
   checkpoint that verifies (model, optimizer, scheduler, RNG states, ``trainer_state.json``;
   a corrupt newest one is skipped with a CorruptCheckpointWarning), or None on a fresh trial:
-  the Trainer's own resume then restores everything and skips the consumed batches.
+  the Trainer's own resume then restores everything and skips the consumed batches (it
+  reads the ``.pt`` files with ``torch.load(weights_only=True)``: no arbitrary unpickling, and
+  only after unbroken checked every file against the manifest's checksums).
 * **Stopping.** A stop request (SIGTERM, the preempt signal, a deadline) seen at a step end
   sets ``should_save`` and ``should_training_stop``: the Trainer saves that step (committed as
   above) and ``train()`` returns; leaving the ``with`` block then exits 75.
