@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import unbroken
 from unbroken.compat import ray_train as train
 from unbroken.compat.ray_train import (Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig,
                                        TrainContext)
-from unbroken.compat.ray_train._launch import UNLIMITED, supervisor_argv
+from unbroken.compat.ray_train._launch import UNLIMITED, run_supervisor, supervisor_argv
 from unbroken.compat.ray_train._session import Session, StopTraining, copy_files
 from unbroken.compat.ray_train._state import has_state
 from unbroken.compat.ray_train._stored import open_from_store
@@ -156,6 +157,39 @@ def test_the_context_reads_the_run_and_torchruns_environment():
     assert (ctx.get_experiment_name(), ctx.get_trial_name(), ctx.get_trial_id()) == ("exp", "exp/2", "9")
 
 
+def test_prepare_data_loader_gives_each_worker_its_share_and_one_worker_everything():
+    torch = pytest.importorskip("torch")
+    from unbroken.compat.ray_train import _api
+    from unbroken.compat.ray_train.torch import prepare_data_loader, prepare_model
+
+    data = torch.utils.data.DataLoader(list(range(10)), batch_size=2)
+    _api.set_session(types.SimpleNamespace(group=types.SimpleNamespace(rank=1, size=2, local_rank=1)))
+    try:
+        assert [int(x) for batch in prepare_data_loader(data) for x in batch] == [1, 3, 5, 7, 9]
+    finally:
+        _api.set_session(None)
+    assert prepare_data_loader(data) is data
+    model = torch.nn.Linear(2, 2)
+    assert prepare_model(model) is model  # one worker: no DDP wrapper
+
+
+def test_the_driver_passes_sigterm_to_the_supervisor_and_returns_its_exit_status(tmp_path):
+    ready = tmp_path / "ready"
+    fake_supervisor = ("import pathlib, signal, sys, time\n"
+                       "signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))\n"
+                       f"pathlib.Path({str(ready)!r}).touch()\n"
+                       "time.sleep(60)\n")
+
+    def stop_when_ready():
+        wait_until(ready.exists, timeout=30, what="the fake supervisor")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=stop_when_ready, daemon=True).start()
+    assert run_supervisor([sys.executable, "-c", fake_supervisor], dict(os.environ)) == 75
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # -- configuration ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("build, message", [
     (lambda: ScalingConfig(num_workers=0), "num_workers"),
@@ -204,7 +238,7 @@ def test_max_failures_is_the_groups_restart_budget(tmp_path):
 
 
 # -- end to end --------------------------------------------------------------------------------------
-def _driver(program: str, *args: str, **kwargs) -> list[str]:
+def _driver(program: str, *args: str) -> list[str]:
     return [sys.executable, "-u", str(PROGRAMS / program), *args]
 
 
@@ -216,20 +250,21 @@ def _result(stdout: str) -> dict:
 def test_one_worker_crashing_within_the_budget_resumes_and_beyond_it_fails(tmp_path):
     ok, over = tmp_path / "ok", tmp_path / "over"
     ok.mkdir(), over.mkdir()
-    done = subprocess.run(_driver("ray_train_basic.py", "--storage", str(ok), "--crashes", "1", "--max-failures", "1"),
-                          env=child_env(tmp_path / "unused"), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = _result(done.stdout)
+    runs = [subprocess.Popen(_driver("ray_train_basic.py", "--storage", str(folder), "--crashes", "1",
+                                     "--max-failures", budget),
+                             env=child_env(tmp_path / "unused"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for folder, budget in ((ok, "1"), (over, "0"))]  # side by side
+    (done, done_err), (failed, failed_err) = (run.communicate(timeout=120) for run in runs)
+    assert runs[0].returncode == 0, done[-3000:] + done_err[-3000:]
+    result = _result(done)
     assert result["metrics"] == {"it": 3, "note": "text is kept", "training_iteration": 3} and result["final"] == {"it": 3}
     assert result["kept"] == 3 and result["path"].startswith(str(ok / "basic"))
     seen = [json.loads(line) for line in (ok / "log.jsonl").read_text().splitlines()]
     assert [(s["attempt"], s["resumed"]) for s in seen] == [(1, None), (2, 1)]
     assert seen[0]["rank"] == 0 and seen[0]["size"] == 1 and seen[0]["experiment"] == "basic"
-    failed = subprocess.run(_driver("ray_train_basic.py", "--storage", str(over), "--crashes", "2",
-                                    "--max-failures", "1"),
-                            env=child_env(tmp_path / "unused"), capture_output=True, text=True, timeout=120)
-    assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
-    assert "FAILED trial basic/1 failed" in failed.stdout and "crash in attempt 2" in failed.stderr
+    assert runs[1].returncode == 1, failed[-3000:] + failed_err[-3000:]
+    assert "FAILED trial basic/1 failed" in failed and "crash in attempt 1" in failed_err
+    assert (over / "attempts").read_text() == "x"  # max_failures=0: no restart
 
 
 def _epochs(path: Path, rank: int) -> list[int]:
@@ -272,10 +307,20 @@ def _same_weights(a: Path, b: Path) -> bool:
 def test_ray_guide_ddp_survives_a_killed_worker_and_a_killed_driver_with_the_weights_of_an_unbroken_run(tmp_path):
     pytest.importorskip("torch")
     epochs = "8"
-    ref = subprocess.run(_driver("ray_train_ddp.py", "--storage", str(tmp_path / "ref"), "--epochs", epochs,
-                                 "--out", str(tmp_path / "ref.pt")),
-                         env=child_env(tmp_path / "unused"), capture_output=True, text=True, timeout=180)
-    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+    ref = subprocess.Popen(_driver("ray_train_ddp.py", "--storage", str(tmp_path / "ref"), "--epochs", epochs,
+                                   "--out", str(tmp_path / "ref.pt")),  # uninterrupted, alongside
+                           env=child_env(tmp_path / "unused"), stdout=(tmp_path / "ref.log").open("w"),
+                           stderr=subprocess.STDOUT)
+    try:
+        _interrupt_and_resume(tmp_path, epochs)
+        assert ref.wait(180) == 0, (tmp_path / "ref.log").read_text()[-3000:]
+    finally:
+        ref.kill()
+    assert _same_weights(tmp_path / "out.pt", tmp_path / "ref.pt")
+
+
+def _interrupt_and_resume(tmp_path: Path, epochs: str) -> None:
+    """SIGKILL worker 1 after 2 epochs, the driver after 5 checkpoints; run the driver again to the end."""
     storage, folder, marks = tmp_path / "store", tmp_path / "store" / "ddp", tmp_path / "epochs"
     cmd = _driver("ray_train_ddp.py", "--storage", str(storage), "--epochs", epochs, "--out", str(tmp_path / "out.pt"),
                   "--slow", "0.3", "--epoch-file", str(marks))
@@ -293,7 +338,6 @@ def test_ray_guide_ddp_survives_a_killed_worker_and_a_killed_driver_with_the_wei
     result = _result(again.stdout)
     assert result["metrics"]["training_iteration"] == int(epochs) and result["metrics"]["epoch"] == int(epochs) - 1
     assert result["files"] == ["MANIFEST.json", "rank-0.json", "rank-1.json", "state.pt"]  # both workers' files
-    assert _same_weights(tmp_path / "out.pt", tmp_path / "ref.pt")
     _assert_each_attempt_resumed_from_the_newest_checkpoint_before_it(folder)
     assert _epochs(marks, 0).count(0) == 1  # never started over from scratch
 

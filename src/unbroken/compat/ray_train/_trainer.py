@@ -5,7 +5,8 @@ folder ``storage_path/name`` (which is also the run's unbroken home), starts ``u
 ``num_workers`` workers (one torch.distributed group, restarted as a whole after a failure, at
 most ``max_failures`` times) and waits; then it reads the :class:`~._result.Result` from the
 folder. A new trainer starts a new trial; a restored one (``restore(path)``) resumes the newest
-trial of the folder from its newest verified checkpoint. Blocks for the whole run; main thread.
+trial of the folder from its newest verified checkpoint (a completed one is not run again: its
+Result is returned). Blocks for the whole run; main thread.
 
 Raises ConfigError for bad arguments (before anything starts), TrainingFailedError when the
 workers failed beyond the budget, and ``SystemExit(75)`` when the run was stopped (SIGTERM,
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...config import EXIT_PREEMPTED
-from ...errors import ConfigError
+from ...errors import ConfigError, UnbrokenError
 from ...sweep import loader
 from ._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, default_name
 from ._launch import run_supervisor, supervisor_argv, supervisor_env
 from ._result import Result, TrainingFailedError, failure_message, read_result
 from ._state import TrainerState, config_json, has_state, read_state, write_state
+from ._stored import read_trial
 
 _UNSUPPORTED = ("datasets", "resume_from_checkpoint", "dataset_config", "metadata")
 
@@ -54,6 +56,8 @@ class DataParallelTrainer:
         """Run the workers until they complete; see the module docstring."""
         if loader.importing_for_trial():
             raise loader.ImportStop()  # a worker imports the driver script: stop before the script's fit()
+        if self._restored and _completed(self._folder, self._name):
+            return read_result(self._folder, self._name)  # as Ray: a finished run is not run again
         write_state(self._folder, self._state())
         scaling, failures = self.scaling_config, self.run_config.failure_config
         argv = supervisor_argv(self._folder, self._name, scaling.num_workers, failures.max_failures,
@@ -101,6 +105,14 @@ class DataParallelTrainer:
                             max_failures=self.run_config.failure_config.max_failures,
                             num_to_keep=checkpoints.num_to_keep, score_attribute=checkpoints.checkpoint_score_attribute,
                             score_order=checkpoints.checkpoint_score_order)
+
+
+def _completed(folder: Path, name: str) -> bool:
+    """True when the newest trial of ``name`` in ``folder`` completed."""
+    try:
+        return read_trial(folder, name).status == "completed"
+    except UnbrokenError:
+        return False
 
 
 def _typed(value: Any, kind: type, field: str) -> Any:
