@@ -156,3 +156,15 @@ def test_reading_back_what_this_attempt_wrote_is_no_resume_point(home):
     attempt = Tracker(home / "unbroken.db").attempt(attempt_id)
     assert (attempt.restored_uuid, attempt.restored_steps) == (None, None)
     assert (home / "copy" / "weights.bin").read_bytes() == bytes([2]) * 4096
+
+
+def test_restore_of_a_state_skips_checkpoints_of_plain_files_without_calling_them_corrupt(home, recwarn):
+    with unbroken.init("mixed", home=home) as run:
+        state = unbroken.State(n=np.arange(3))
+        run.save(state, 5, wait=True)
+        store_files(run, 9)  # newer, but written with store_path: no state file
+    with unbroken.init("mixed", home=home) as run:
+        state = unbroken.State(n=np.zeros(3, dtype=np.int64))
+        assert run.restore(state) == 5 and state.n.tolist() == [0, 1, 2]
+        assert run.checkpoint.latest_checkpoint == run.checkpoint.list()[-1].uuid  # still a good checkpoint
+    assert not [w for w in recwarn if "corrupt" in str(w.message)]

@@ -1,10 +1,13 @@
-"""The child of `unbroken run --nproc-per-node N`: torch's own elastic launcher, one group per attempt.
+"""The child of `unbroken run --nproc-per-node N` (and of `unbroken run -- torchrun ...`): torch's own
+elastic launcher, one group per attempt.
 
 ``python -m unbroken.launch.group --nproc-per-node N --log-dir DIR -- CMD ...`` runs CMD as N ranks
 through :mod:`torch.distributed.run` (torchrun) in this process, with ``--max-restarts 0`` (when
 any rank dies torchrun stops the others: the group, not the rank, is what the supervisor
 restarts), ``--standalone`` rendezvous, and one stdout/stderr log per rank under ``DIR``
 (``--log-dir`` with ``--tee 3``: the output also reaches the supervisor's attempt log).
+``... --torchrun --log-dir DIR -- TORCHRUN-ARGS ...`` runs the user's own torchrun command line the
+same way (its rendezvous and node options kept; its restarts turned off; DIR unless it names a log folder).
 
 Stops: torchrun answers SIGTERM by killing its workers, so the supervisor sends a group the
 preempt signal (USR2 by default) instead, which this process passes on to every rank; the ranks
@@ -98,9 +101,25 @@ def _record(message: str) -> None:
         tracker.close()
 
 
+def users_torchrun(torchrun: Any, arguments: Sequence[str], log_dir: Path) -> Any:
+    """The user's own torchrun command line (``unbroken run -- torchrun ...``), made one attempt of a
+    group: torchrun's restarts are turned off (the supervisor restarts the group from its newest
+    checkpoint) and, unless the user chose a log folder, one log per rank goes under ``log_dir``."""
+    args = torchrun.parse_args(list(arguments))
+    if args.max_restarts:
+        print(f"unbroken: torchrun's --max-restarts={args.max_restarts} is set to 0: unbroken run restarts the "
+              "whole group from its newest checkpoint (use --max-restarts of unbroken run)", file=sys.stderr, flush=True)
+    args.max_restarts = 0
+    if not args.log_dir:
+        args.log_dir, args.tee = str(log_dir), "3"
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unbroken.launch.group")
-    parser.add_argument("--nproc-per-node", type=int, required=True)
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--nproc-per-node", type=int, help="run COMMAND as this many ranks")
+    how.add_argument("--torchrun", action="store_true", help="COMMAND is the arguments of the user's torchrun")
     parser.add_argument("--log-dir", type=Path, required=True)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     opts = parser.parse_args(argv)
@@ -111,8 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     preempt = signal.Signals[LaunchEnv.from_env().preempt_signal or "SIGUSR2"]
     signal.signal(preempt, _pass_on)
     opts.log_dir.mkdir(parents=True, exist_ok=True)
+    if opts.torchrun:
+        args = users_torchrun(torchrun, command, opts.log_dir)
+    else:
+        args = torchrun.parse_args(torchrun_args(opts.nproc_per_node, opts.log_dir, command))
     try:
-        torchrun.run(torchrun.parse_args(torchrun_args(opts.nproc_per_node, opts.log_dir, command)))
+        torchrun.run(args)
     except ChildFailedError as exc:
         code, message = group_outcome(exc.failures)
         print(f"unbroken: {message}", file=sys.stderr, flush=True)

@@ -43,12 +43,22 @@ class RunConfig:
     max_stalled: int | None = 3  # --max-requeues-without-progress (None: no limit)
     nproc_per_node: int | None = None  # run the command as a torch.distributed group of this many ranks
 
+    @property
+    def is_group(self) -> bool:
+        """True if an attempt is a torch.distributed group under torchrun (``--nproc-per-node``, or a
+        command that is torchrun itself): stopped with the preempt signal, one attempt per group run."""
+        return self.nproc_per_node is not None or torchrun_arguments(self.command) is not None
+
     def child_command(self, rank_logs: Path) -> list[str]:
-        """What one attempt runs: the command, or a group of it through torchrun (:mod:`.group`)."""
-        if self.nproc_per_node is None:
-            return list(self.command)
-        return [sys.executable, "-m", "unbroken.launch.group", "--nproc-per-node", str(self.nproc_per_node),
-                "--log-dir", str(rank_logs), "--", *self.command]
+        """What one attempt runs: the command, or a group through torchrun (:mod:`.group`): of the
+        command with ``--nproc-per-node``, or of the user's own torchrun command line."""
+        group = [sys.executable, "-m", "unbroken.launch.group", "--log-dir", str(rank_logs)]
+        if self.nproc_per_node is not None:
+            return [*group, "--nproc-per-node", str(self.nproc_per_node), "--", *self.command]
+        user_torchrun = torchrun_arguments(self.command)
+        if user_torchrun is not None:
+            return [*group, "--torchrun", "--", *user_torchrun]
+        return list(self.command)
 
     def __post_init__(self):
         if not self.command:
@@ -65,12 +75,25 @@ class RunConfig:
             raise ConfigError(f"--spot {self.spot!r}: use one of aws, gcp, azure, auto")
         if self.nproc_per_node is not None and self.nproc_per_node < 1:
             raise ConfigError(f"--nproc-per-node must be 1 or more, not {self.nproc_per_node!r}")
+        if self.nproc_per_node is not None and torchrun_arguments(self.command) is not None:
+            raise ConfigError("--nproc-per-node runs the command under torchrun already: give either "
+                              "`unbroken run --nproc-per-node N -- python train.py` or `unbroken run -- torchrun ...`")
         if self.max_stalled is not None and self.max_stalled < 1:
             raise ConfigError(f"--max-requeues-without-progress must be 1 or more, not {self.max_stalled!r}")
         try:
             self.preempt_signal = parse_signal(self.preempt_signal).name
         except ConfigError as exc:
             raise ConfigError(f"--preempt-signal: {exc}") from None
+
+
+def torchrun_arguments(command: Sequence[str]) -> list[str] | None:
+    """The arguments of torchrun if ``command`` runs it (``torchrun ...`` or ``python -m torch.distributed.run ...``), else None."""
+    words = list(command)
+    if words and Path(words[0]).name == "torchrun":
+        return words[1:]
+    if len(words) >= 3 and Path(words[0]).name.startswith("python") and words[1:3] == ["-m", "torch.distributed.run"]:
+        return words[3:]
+    return None
 
 
 def derive_name(command: Sequence[str]) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..checkpoint import State
 from ..checkpoint.format.manifest import Manifest
-from ..checkpoint.saving import shards
+from ..checkpoint.saving import shards, statefile
 from ..checkpoint.saving.sharded import ShardedSaver
 from ..errors import CheckpointGone, CorruptCheckpoint
 from .loop import StateLoop
@@ -116,7 +116,8 @@ class GroupStateLoop(StateLoop):
         """Load the newest checkpoint every rank can read; see the module docstring. A collective."""
         self.state = state
         self.wait_for_saves()
-        uuids = self.group.broadcast([m.uuid for m in self.checkpoint.candidates()] if self.group.is_chief else None)
+        uuids = self.group.broadcast([m.uuid for m in self.checkpoint.candidates() if statefile.written_from_state(m)]
+                                     if self.group.is_chief else None)
         for uuid in uuids:
             manifest = self._try(uuid, state, allow_pickle, strict)
             if manifest is None:

@@ -62,11 +62,14 @@ class StateLoop:
         """Load the newest good checkpoint into ``state``; return its ``steps_completed`` (0 if none).
 
         Corrupt checkpoints are reported and skipped (``state`` untouched by them); one deleted
-        meanwhile is skipped. The checkpoint being read is leased against deletion.
+        meanwhile, or one not written from a State (``store_path``, DCP), is skipped. The checkpoint
+        being read is leased against deletion.
         """
         self.state = state
         self.wait_for_saves()
         for manifest in self.checkpoint.candidates():
+            if not statefile.written_from_state(manifest):
+                continue  # files stored with store_path (or DCP): restore_path reads them
             try:
                 with self.checkpoint.store.reading(manifest.uuid):
                     directory = self.checkpoint.store.local_copy(manifest.uuid)

@@ -174,6 +174,12 @@ def _read_and_decode(directory: Path, manifest: Manifest, tree: dict[str, Any], 
     return decoded[0]
 
 
+def written_from_state(manifest: Manifest) -> bool:
+    """True if the checkpoint holds a state file (at its top, or in a rank's or the replicated folder of
+    a sharded save): ``restore(state)`` reads only these; others come from ``store_path`` or DCP."""
+    return any(f.path.rsplit("/", 1)[-1] == STATE_JSON and f.path.count("/") <= 1 for f in manifest.files)
+
+
 def _entries(manifest: Manifest) -> dict[str, FileEntry]:
     return {f.path: f for f in manifest.files}
 
