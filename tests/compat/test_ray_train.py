@@ -92,6 +92,20 @@ def test_report_commits_a_verified_checkpoint_that_get_checkpoint_and_a_new_sess
         assert sorted(p.name for p in out.iterdir()) == ["m.pt"]  # the files, not the manifest
 
 
+def test_get_checkpoint_skips_a_corrupt_newest_checkpoint_with_a_warning(tmp_path):
+    with _run(tmp_path) as run:
+        session = Session(run)
+        for it in (b"1", b"2"):
+            session.report({}, Checkpoint.from_directory(_folder(tmp_path, f"c{it.decode()}", {"m": it})))
+        (Path(session.latest.path) / "m").write_bytes(b"X")  # the newest one rots on disk
+    with _run(tmp_path) as run, pytest.warns(unbroken.CorruptCheckpointWarning):
+        session = Session(run)
+        session.start()
+        assert session.iteration == 1
+        with session.latest.as_directory() as folder:
+            assert (Path(folder) / "m").read_bytes() == b"1"
+
+
 def test_a_stored_checkpoint_read_outside_the_run_is_verified(tmp_path):
     with _run(tmp_path) as run:
         session = Session(run)

@@ -4,8 +4,9 @@ The supervisor (``python -m unbroken run``) is started through the parent-death 
 :mod:`unbroken.launch.child` with the driver as the parent to watch: if the driver dies, however
 hard (SIGKILL), the kernel kills the supervisor; the supervisor's own wrapper kills the group
 launcher, and each worker kills itself with its parent (see :mod:`._worker`). So no worker
-outlives the driver. The supervisor runs in its own session; SIGINT and SIGTERM received by the
-driver while it waits are passed on (the workers stop at their next report, exit 75).
+outlives the driver. The supervisor runs in its own session; SIGINT, SIGTERM and SIGHUP received
+by the driver while it waits are passed on (the workers stop at their next report and exit 75; a
+second SIGINT cancels: the supervisor kills them and exits 130).
 
 Call from the main thread (signal handlers; the parent-death signal follows the thread that
 started the child). Blocks until the supervisor ends.
@@ -67,7 +68,7 @@ def run_supervisor(argv: Sequence[str], env: dict[str, str]) -> int:
     if failure:
         proc.wait()
         raise LaunchError(f"cannot start the supervisor: {failure.decode(errors='replace')}")
-    with _passing_stops_to(proc):
+    with _PassingStops(proc):
         while True:
             try:
                 return proc.wait()
@@ -75,10 +76,10 @@ def run_supervisor(argv: Sequence[str], env: dict[str, str]) -> int:
                 continue
 
 
-class _passing_stops_to:
-    """While the block runs (main thread only), SIGINT and SIGTERM go to ``proc`` instead of ending the driver."""
+class _PassingStops:
+    """While the block runs (main thread only), SIGINT, SIGTERM and SIGHUP go to ``proc`` instead of ending the driver."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, proc: subprocess.Popen):
         self.proc = proc
@@ -90,7 +91,7 @@ class _passing_stops_to:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> "_passing_stops_to":
+    def __enter__(self) -> "_PassingStops":
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._forward)

@@ -107,10 +107,10 @@ class Session:
         return Checkpoint(local or uuid, stored=ref, opener=self._open)
 
     def _open(self, ref: StoredRef):
-        return _through_run(self.run, ref.uuid)
+        return _ThroughRun(self.run, ref.uuid)
 
 
-class _through_run:
+class _ThroughRun:
     """Context manager: the run's verified, leased folder of ``uuid`` and its files (records the resume point)."""
 
     def __init__(self, run: Any, uuid: str):

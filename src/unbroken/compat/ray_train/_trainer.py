@@ -9,8 +9,9 @@ trial of the folder from its newest verified checkpoint (a completed one is not 
 Result is returned). Blocks for the whole run; main thread.
 
 Raises ConfigError for bad arguments (before anything starts), TrainingFailedError when the
-workers failed beyond the budget, and ``SystemExit(75)`` when the run was stopped (SIGTERM,
-SIGINT, a time limit) after saving: run the driver again to resume.
+workers failed beyond the budget, ``SystemExit(75)`` when the run was stopped (SIGTERM,
+SIGINT, SIGHUP, a time limit) after saving, KeyboardInterrupt after a second Ctrl-C: run the
+driver again to resume.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...config import EXIT_PREEMPTED
+from ...launch.decide import EXIT_CANCELLED
 from ...errors import ConfigError, UnbrokenError
 from ...sweep import loader
 from ._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, default_name
@@ -65,6 +67,8 @@ class DataParallelTrainer:
         code = run_supervisor(argv, supervisor_env(self._folder))
         if code == 0:
             return read_result(self._folder, self._name)
+        if code == EXIT_CANCELLED:
+            raise KeyboardInterrupt(f"{self._name} cancelled (a second Ctrl-C); run again to resume")
         if code == EXIT_PREEMPTED:
             print(f"unbroken: {self._name} stopped after saving; run again to resume from {self._folder}",
                   file=sys.stderr, flush=True)
