@@ -33,8 +33,10 @@
 Threads and ranks: the Trainer calls the callback in the training (main) thread. In a
 torch.distributed group every rank must hold the callback; each rank writes its files into the
 shared folder, the ranks meet at a barrier, rank 0 alone commits, and they meet again before
-training goes on; a stop request on any rank stops all (one small allgather per step).
-The group path is not covered by the tests yet (a single process is).
+training goes on; a stop request on any rank stops all (one small allgather per step). Under
+torchrun, touch ``args.device`` before ``unbroken.init()`` so that torch.distributed is started
+and the run joins the group. The group path was checked by hand (2 gloo ranks, a SIGTERM to
+one rank, resume bitwise equal); the test suite covers a single process.
 """
 
 from __future__ import annotations

@@ -48,11 +48,12 @@ def main(out, max_steps):
         learning_rate=1e-2, save_strategy="steps", save_steps=3, logging_steps=2, eval_strategy="steps",
         eval_steps=6, report_to=[], use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=True,
     )
+    args.device  # under torchrun this starts torch.distributed, which unbroken.init then joins
     with unbroken.init(name="hf", keep=unbroken.keep_latest(3)) as run:
         trainer = Trainer(model=model, args=args, train_dataset=Tokens(40, 1), eval_dataset=Tokens(8, 2),
                           callbacks=[UnbrokenTrainerCallback(run), Slow()])
         trainer.train(resume_from_checkpoint=resume_path(run, args.output_dir))
-        if not run.preempted:
+        if not run.preempted and run.distributed.is_chief:
             weights = [p.detach().float().numpy().ravel() for p in model.parameters()]
             np.save(out, np.concatenate(weights))
 
