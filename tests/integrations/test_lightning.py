@@ -2,8 +2,9 @@
 
 End to end (programs/lightning_train.py: CPU, deterministic, 12 batches an epoch, a checkpoint
 every 5 steps, so resumes are mid-epoch): a fit SIGKILLed under `unbroken run`, and one stopped
-by SIGTERM whose newest checkpoint is then corrupted, end bitwise equal to an uninterrupted fit;
-under a (faked) SLURM allocation with auto_requeue=False Lightning installs no requeue handler.
+by SIGTERM (under a faked SLURM allocation with auto_requeue=False: Lightning installs no requeue
+handler and requeues nothing) whose newest checkpoint is then corrupted, end bitwise equal to an
+uninterrupted fit.
 In process: the plugin's load/label/remove/refusal contracts on a hand-made checkpoint dict.
 """
 
@@ -55,54 +56,50 @@ def reference(tmp_path_factory) -> np.ndarray:
 def test_sigkilled_fit_resumes_mid_epoch_to_the_uninterrupted_weights(tmp_path, reference):
     home, log = tmp_path / "home", tmp_path / "out.log"
     sup = supervise(home, ["--name", "lightning"], command(tmp_path / "w.npy"), log)
-    kill_child_after(sup, home, "lightning", 3, log)
+    kill_child_after(sup, home, "lightning", 2, log)
     assert sup.wait(timeout=120) == 0, log.read_text()
     text = log.read_text()
     assert "resumed from checkpoint" in text
     resumed_at = [line for line in text.splitlines() if line.startswith("data from epoch")][-1]
-    assert resumed_at != "data from epoch 0 batch 0", text  # it did resume, and mid-epoch or later
+    assert not resumed_at.endswith(" batch 0"), text  # checkpoints every 5 steps, 12 batches an epoch: mid-epoch
     assert np.array_equal(np.load(tmp_path / "w.npy"), reference)
 
 
-def test_sigterm_stops_cleanly_and_a_corrupt_newest_checkpoint_is_skipped(tmp_path, reference):
+def slurm_env(tmp_path: Path, home: Path) -> tuple[dict[str, str], Path]:
+    """A faked one-task SLURM allocation with auto_requeue off, and the file a requeue would create."""
+    bin_dir, marker = tmp_path / "bin", tmp_path / "requeued"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"  # Lightning's requeue runs `scontrol requeue <job>`
+    scontrol.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    env = child_env(home, LIGHTNING_SLURM="0", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **FAKE_SLURM)
+    return env, marker
+
+
+def test_sigterm_under_slurm_stops_cleanly_and_a_corrupt_newest_checkpoint_is_skipped(tmp_path, reference):
     home, out = tmp_path / "home", tmp_path / "w.npy"
-    env = child_env(home)
+    env, requeued = slurm_env(tmp_path, home)
     proc = subprocess.Popen(command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: committed(home, "lightning") >= 3 or proc.poll() is not None, timeout=90, what="3 checkpoints")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 75, err
     assert "stopping Lightning at step" in err
+    assert "SIGUSR1 handler while training: default" in err  # auto_requeue=True installs Lightning's requeue
+    assert not requeued.exists()
     assert not out.exists()
     bad = corrupt_newest(home, "lightning")
     again = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert f"skipping corrupt checkpoint {bad}" in again.stderr
     assert np.array_equal(np.load(out), reference)
-
-
-def test_slurm_without_auto_requeue_leaves_stopping_to_unbroken(tmp_path):
-    home, out, bin_dir = tmp_path / "home", tmp_path / "w.npy", tmp_path / "bin"
-    bin_dir.mkdir()
-    marker = tmp_path / "requeued"
-    scontrol = bin_dir / "scontrol"  # a requeue by Lightning would run this
-    scontrol.write_text(f"#!/bin/sh\ntouch {marker}\n")
-    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
-    env = child_env(home, LIGHTNING_SLURM="0", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **FAKE_SLURM)
-    proc = subprocess.Popen(command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: committed(home, "lightning") >= 1 or proc.poll() is not None, timeout=90, what="a checkpoint")
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 75, err
-    assert "SIGUSR1 handler while training: default" in err  # no requeue handler (auto_requeue=True: installed)
-    assert "stopping Lightning at step" in err
-    assert not marker.exists()
+    assert not requeued.exists()
 
 
 # -- in process: the plugin's contracts ------------------------------------------------------------
 @pytest.fixture
 def run(tmp_path):
-    with unbroken.init(name="lightning-io", home=tmp_path / "home") as run:
+    with unbroken.init(name="lightning-io", home=tmp_path / "home", exit_on_preempt=False) as run:
         yield run
 
 
@@ -141,3 +138,37 @@ def test_plugin_refuses_objects_unless_pickle_allowed(run):
     assert run.checkpoint.list() == []
     with pytest.raises(ConfigError, match="storage_options"):
         UnbrokenCheckpointIO(run).save_checkpoint(lightning_dict(1), "a.ckpt", storage_options={"x": 1})
+
+
+def test_after_a_stop_request_one_checkpoint_per_step(run):
+    from unbroken.integrations.lightning import UnbrokenCheckpointIO
+    io = UnbrokenCheckpointIO(run)
+    io.save_checkpoint(lightning_dict(7), "a.ckpt")
+    run.preempt.request("test")
+    io.save_checkpoint(lightning_dict(7), "stop.ckpt")  # the stop's save: step 7 again, but now stopping
+    io.save_checkpoint(lightning_dict(7), "epoch-end.ckpt")  # e.g. ModelCheckpoint at the epoch's end: skipped
+    labels = [m.metadata["lightning_path"] for m in run.checkpoint.list()]
+    assert labels == ["a.ckpt", "stop.ckpt"]
+
+
+def test_callback_without_the_plugin_is_refused(run):
+    import lightning.pytorch as pl
+    import torch
+    from unbroken.integrations.lightning import UnbrokenCallback
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False, callbacks=[UnbrokenCallback(run)])
+    with pytest.raises(ConfigError, match="UnbrokenCheckpointIO"):
+        trainer.fit(Tiny(), data)

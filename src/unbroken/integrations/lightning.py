@@ -24,9 +24,9 @@
 
 Mid-epoch resume: Lightning restores its loop counters, not the position of a plain
 ``DataLoader`` in its epoch; a checkpoint taken mid-epoch resumes with the epoch's remaining
-batch count but re-reads the loader from its start. Make the loader resumable (skip
-:func:`batches_done_in_epoch` batches of the resumed epoch, or implement
-``state_dict``/``load_state_dict``) or checkpoint at epoch ends only.
+batch count but re-reads the loader from its start. Make the loader resumable (start where
+:func:`resume_position` says, or implement ``state_dict``/``load_state_dict``) or checkpoint
+at epoch ends only.
 
 SLURM: use ``SLURMEnvironment(auto_requeue=False)`` (see docs/migrating.md): unbroken's
 supervisor, not ``scontrol requeue``, restarts the job, and Lightning's SIGUSR1 requeue handler
@@ -159,19 +159,25 @@ def resume_ckpt_path(run: Run) -> str | None:
     return run.checkpoint.latest_checkpoint
 
 
-def batches_done_in_epoch(trainer: pl.Trainer) -> int:
-    """Training batches of the current epoch already done by the checkpoint ``fit`` resumed from.
+def resume_position(trainer: pl.Trainer) -> tuple[int, int]:
+    """``(epoch, batches done in it)`` where the fit being set up trains next: what a loader must skip.
 
-    Valid from the ``train_dataloader`` hook on (Lightning restores its loop counters before it
-    asks for data); 0 on a fresh start or at an epoch boundary. A loader that skips this many
-    batches of its first epoch makes a mid-epoch resume see the batches an uninterrupted run
-    would (give it the same order per epoch).
+    For a ``train_dataloader`` hook (Lightning restores its loop counters before it asks for
+    data): on a resume from a checkpoint taken mid-epoch, that epoch and the batches its
+    checkpoint had trained; after an epoch-end (or last-batch) checkpoint, the next epoch and 0;
+    otherwise ``(trainer.current_epoch, 0)``. A loader whose batch order depends on the epoch
+    only, and that skips that many batches of it, makes a resumed fit see the batches an
+    uninterrupted one would.
     """
-    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-    batches = trainer.num_training_batches
-    if not isinstance(batches, int) or batches <= 0:
-        batches = done + 1
-    return done if done < batches else 0
+    loop = trainer.fit_loop
+    epochs, batches = loop.epoch_progress.current, loop.epoch_loop.batch_progress
+    if epochs.processed > epochs.completed:
+        return epochs.completed + 1, 0  # saved at an epoch's end
+    if not loop.restarting:
+        return trainer.current_epoch, 0
+    if batches.is_last_batch:
+        return epochs.completed + 1, 0  # saved at the end of an epoch's last batch
+    return epochs.completed, batches.current.processed
 
 
 def _to_device(tree: Any, device: Any) -> Any:

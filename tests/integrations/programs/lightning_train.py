@@ -3,7 +3,7 @@
 Usage: lightning_train.py OUT EPOCHS. 12 batches an epoch, a checkpoint every 5 steps (so most
 are mid-epoch). The batch order of each epoch depends on the epoch only, and a resumed epoch
 skips the batches its checkpoint had trained: resumed and uninterrupted runs see the same data.
-Env LIGHTNING_SLURM=0/1: run under a (faked) SLURMEnvironment with auto_requeue off/on, and
+Env LIGHTNING_CKPT_STEPS=N or "epoch" changes when ModelCheckpoint saves. Env LIGHTNING_SLURM=0/1: run under a (faked) SLURMEnvironment with auto_requeue off/on, and
 print which handler SIGUSR1 (Lightning's requeue signal) has while training.
 """
 
@@ -19,7 +19,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import unbroken
-from unbroken.integrations.lightning import (UnbrokenCallback, UnbrokenCheckpointIO, batches_done_in_epoch,
+from unbroken.integrations.lightning import (UnbrokenCallback, UnbrokenCheckpointIO, resume_position,
                                              resume_ckpt_path)
 
 SAMPLES, BATCH = 96, 8
@@ -61,10 +61,17 @@ class Regression(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=0.01)
 
     def train_dataloader(self):
-        skip = batches_done_in_epoch(self.trainer)
-        print(f"data from epoch {self.trainer.current_epoch} batch {skip}", file=sys.stderr)
+        epoch, skip = resume_position(self.trainer)
+        print(f"data from epoch {epoch} batch {skip}", file=sys.stderr)
         data = torch.utils.data.TensorDataset(self.x, self.y)
-        return torch.utils.data.DataLoader(data, batch_sampler=EpochBatches(self.trainer.current_epoch, skip))
+        return torch.utils.data.DataLoader(data, batch_sampler=EpochBatches(epoch, skip))
+
+
+def checkpoints():
+    every = os.environ.get("LIGHTNING_CKPT_STEPS", "5")
+    if every == "epoch":
+        return ModelCheckpoint(save_top_k=-1)
+    return ModelCheckpoint(every_n_train_steps=int(every), save_top_k=-1)
 
 
 class ShowRequeueHandler(pl.Callback):
@@ -80,7 +87,7 @@ def main(out, epochs):
     slurm = os.environ.get("LIGHTNING_SLURM")
     with unbroken.init(name="lightning", keep=unbroken.keep_latest(3)) as run:
         plugins = [UnbrokenCheckpointIO(run)]
-        callbacks = [UnbrokenCallback(run), ModelCheckpoint(every_n_train_steps=5, save_top_k=-1)]
+        callbacks = [UnbrokenCallback(run), checkpoints()]
         if slurm is not None:
             plugins.append(SLURMEnvironment(auto_requeue=slurm == "1"))
             callbacks.append(ShowRequeueHandler())
