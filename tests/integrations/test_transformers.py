@@ -169,22 +169,40 @@ def trainer_folder(root: Path, step: int) -> Path:
     return folder
 
 
-def test_a_trainer_folder_is_committed_and_resumed_from_a_verified_copy(home, tmp_path):
+def test_a_trainer_folder_is_committed_on_save_and_resumed_from_a_verified_copy(home, tmp_path):
     import unbroken
-    from transformers import TrainerState
-    from unbroken.integrations.transformers import commit_folder, resume_path
+    from transformers import TrainerControl, TrainerState
+    from unbroken.integrations.transformers import UnbrokenTrainerCallback, resume_path
 
     out = tmp_path / "out"
+    args = types.SimpleNamespace(output_dir=str(out))
     with unbroken.init(name="hf-unit") as run:
         assert resume_path(run, out) is None
-        uuid = commit_folder(run, trainer_folder(out, 6), TrainerState(global_step=6))
+        trainer_folder(out, 6)
+        callback = UnbrokenTrainerCallback(run)
+        callback.on_save(args, TrainerState(global_step=6, epoch=1.5), TrainerControl())
         assert not (out / "checkpoint-6").exists()
-        assert run.checkpoint.get_metadata(uuid)["steps_completed"] == 6
+        assert run.checkpoint.get_metadata(callback.committed[0])["steps_completed"] == 6
     with unbroken.init(name="hf-unit") as run:
         copy = Path(resume_path(run, out))
         assert copy.parent == out / "unbroken-resume"
         assert (copy / "optimizer.pt").read_bytes() == bytes(range(256)) * 64
         assert (copy / "trainer_state.json").read_text() == '{"global_step": 6}'
+
+
+def test_a_missing_trainer_folder_or_a_foreign_checkpoint_is_a_clear_error(home, tmp_path):
+    import torch
+    import unbroken
+    from transformers import TrainerState
+    from unbroken.errors import CheckpointError
+    from unbroken.integrations.transformers import commit_folder, resume_path
+
+    with unbroken.init(name="hf-foreign") as run:
+        with pytest.raises(CheckpointError, match="checkpoint-4 is missing"):
+            commit_folder(run, tmp_path / "checkpoint-4", TrainerState(global_step=4))
+        run.save(unbroken.State(w=torch.zeros(2)), 4, wait=True)
+        with pytest.raises(CheckpointError, match="not written by UnbrokenTrainerCallback"):
+            resume_path(run, tmp_path)
 
 
 def test_a_corrupt_only_checkpoint_gives_no_resume_path_and_a_warning(home, tmp_path):

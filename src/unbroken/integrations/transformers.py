@@ -135,7 +135,8 @@ def resume_path(run: Run, output_dir: str | Path) -> str | None:
     ``output_dir/unbroken-resume/<uuid>`` (``.../rank-<r>/<uuid>`` in a group; earlier copies
     there are removed first) so that it
     stays valid while training prunes checkpoints. Records the checkpoint as the attempt's
-    resume point. In a group, rank 0 picks the checkpoint and every rank copies it. Blocks
+    resume point. Raises CheckpointError if that checkpoint was not written by
+    :class:`UnbrokenTrainerCallback` (e.g. by ``run.save``). In a group, rank 0 picks the checkpoint and every rank copies it. Blocks
     for the copy; call it from the training thread on every rank.
     """
     group = run.distributed
@@ -148,6 +149,7 @@ def resume_path(run: Run, output_dir: str | Path) -> str | None:
     shutil.rmtree(holder, ignore_errors=True)
     if latest is None:
         return None
+    _check_written_by_trainer(run, latest)
     dest = holder / latest
     with run.checkpoint.restore_path(latest):  # verifies, leases, records the resume point
         run.checkpoint.download(latest, dest)
@@ -164,6 +166,13 @@ def split_logs(logs: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]
 
 def _folder(args: TrainingArguments, state: TrainerState) -> Path:
     return Path(args.output_dir) / f"{PREFIX}-{state.global_step}"
+
+
+def _check_written_by_trainer(run: Run, uuid: str) -> None:
+    if run.checkpoint.get_metadata(uuid).get("framework") != "transformers":
+        raise CheckpointError(f"the newest checkpoint {uuid} was not written by UnbrokenTrainerCallback, so the "
+                              "Trainer cannot resume from it: train this trial with the callback only, or start "
+                              "a new trial (unbroken.init(..., fresh=True))")
 
 
 def _check_args(args: TrainingArguments) -> None:
