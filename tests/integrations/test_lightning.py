@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from integrations.inthelp import corrupt_newest, require
-from compat.compathelp import committed, kill_child_after, supervise
+from compat.compathelp import committed, kill_child_after, show, supervise
 from procs import child_env
 from waiting import wait_until
 
@@ -50,6 +50,9 @@ def reference(tmp_path_factory) -> np.ndarray:
     done = subprocess.run(command(tmp / "w.npy"), env=child_env(tmp / "home"), capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+    trial = show(tmp / "home", "lightning")
+    assert trial["trial"]["latest_checkpoint_steps"] == 36  # 3 epochs of 12 batches: the final state is saved
+    assert trial["metrics"]["training"]["train_loss"]["points"] == 7  # reported every 5 steps
     return np.load(tmp / "w.npy")
 
 

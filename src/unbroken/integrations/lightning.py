@@ -18,7 +18,8 @@
 * :class:`UnbrokenCallback` turns unbroken's stop request (SIGTERM/SIGINT, the supervisor's
   signal, a deadline) into a checkpoint at the next training batch end and a clean stop
   (``trainer.should_stop``); leaving the ``with`` block then exits 75 so `unbroken run` resumes.
-  It also reports Lightning's logged metrics to ``run.train``.
+  It also reports Lightning's logged metrics to ``run.train`` and, when ``fit`` ends without a
+  stop, commits the final state.
 * :func:`resume_ckpt_path` gives ``trainer.fit``'s ``ckpt_path``: the newest checkpoint that
   verifies (a corrupt one is skipped with CorruptCheckpointWarning), or None on a fresh trial.
 
@@ -73,6 +74,8 @@ class UnbrokenCheckpointIO(CheckpointIO):
         self.run = run
         self.allow_pickle = allow_pickle
         self._stop_saved_at: int | None = None
+        #: ``global_step`` of the newest checkpoint this process committed (None before the first).
+        self.last_saved_step: int | None = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
                         storage_options: Any | None = None) -> None:
@@ -93,6 +96,7 @@ class UnbrokenCheckpointIO(CheckpointIO):
         metadata = {"format": FORMAT, "lightning_path": os.fspath(path), "epoch": int(checkpoint.get("epoch", 0))}
         try:
             self.run.save(state, steps, metadata=metadata, wait=True)
+            self.last_saved_step = steps
         except UnsupportedValue as exc:
             raise UnsupportedValue(f"{exc} (for a Lightning checkpoint: UnbrokenCheckpointIO(run, allow_pickle=True))"
                                    ) from None
@@ -201,10 +205,11 @@ class UnbrokenCallback(pl.Callback):
     "finished".
     """
 
-    def __init__(self, run: Run, *, report_every_n_steps: int | None = None):
+    def __init__(self, run: Run, *, report_every_n_steps: int | None = None, save_on_train_end: bool = True):
         super().__init__()
         self.run = run
         self.report_every_n_steps = report_every_n_steps
+        self.save_on_train_end = save_on_train_end
         run.preempt.install()  # main thread: before Lightning registers its handlers
         self._handlers = {sig: signal.getsignal(sig) for sig in run.preempt.signals} if run.preempt.armed else {}
 
@@ -239,6 +244,21 @@ class UnbrokenCallback(pl.Callback):
             trainer.should_stop = True
             log.warning("unbroken: stopping Lightning at step %d (%s); checkpoint saved", trainer.global_step,
                         self.run.preempt.reason)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Commit the state ``fit`` ended with, unless that step is saved already (after a stop it is).
+
+        A completed trial's newest checkpoint is then its end: a rerun resumes there and trains
+        nothing. Rank 0 decides (it is the one that writes) and every rank follows.
+        """
+        if not self.save_on_train_end:
+            return
+        io = trainer.strategy.checkpoint_io
+        saved = isinstance(io, UnbrokenCheckpointIO) and io.last_saved_step == trainer.global_step
+        if trainer.strategy.broadcast(saved, src=0):
+            return
+        label = os.path.join(trainer.default_root_dir, f"unbroken-final-step={trainer.global_step}.ckpt")
+        trainer.save_checkpoint(label, weights_only=False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:

@@ -87,7 +87,7 @@ def main(out, epochs):
     slurm = os.environ.get("LIGHTNING_SLURM")
     with unbroken.init(name="lightning", keep=unbroken.keep_latest(3)) as run:
         plugins = [UnbrokenCheckpointIO(run)]
-        callbacks = [UnbrokenCallback(run), checkpoints()]
+        callbacks = [UnbrokenCallback(run, report_every_n_steps=5), checkpoints()]
         if slurm is not None:
             plugins.append(SLURMEnvironment(auto_requeue=slurm == "1"))
             callbacks.append(ShowRequeueHandler())
