@@ -187,6 +187,25 @@ def test_prepare_data_loader_gives_each_worker_its_share_and_one_worker_everythi
     assert prepare_model(model) is model  # one worker: no DDP wrapper
 
 
+def test_get_device_follows_use_gpu():
+    torch = pytest.importorskip("torch")
+    from unbroken.compat.ray_train import _api
+    from unbroken.compat.ray_train.torch import get_device
+
+    group = types.SimpleNamespace(rank=0, size=1, local_rank=0)
+    try:
+        _api.set_session(types.SimpleNamespace(group=group, use_gpu=False))
+        assert get_device() == torch.device("cpu")
+        _api.set_session(types.SimpleNamespace(group=group, use_gpu=True))
+        if torch.cuda.is_available():
+            assert get_device().type == "cuda"
+        else:
+            with pytest.raises(ConfigError, match="use_gpu=True"):
+                get_device()
+    finally:
+        _api.set_session(None)
+
+
 def test_the_driver_passes_sigterm_to_the_supervisor_and_returns_its_exit_status(tmp_path):
     ready = tmp_path / "ready"
     fake_supervisor = ("import pathlib, signal, sys, time\n"

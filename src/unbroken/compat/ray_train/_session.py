@@ -35,10 +35,11 @@ class StopTraining(BaseException):
 
 
 class Session:
-    """See the module docstring. ``run`` is the worker's ``unbroken.init()`` run."""
+    """See the module docstring. ``run`` is the worker's ``unbroken.init()`` run; ``use_gpu`` is
+    ScalingConfig's (read by ``get_device``)."""
 
-    def __init__(self, run: Any):
-        self.run = run
+    def __init__(self, run: Any, use_gpu: bool = False):
+        self.run, self.use_gpu = run, use_gpu
         self.group = run.distributed
         self.iteration = 0
         self.latest: Checkpoint | None = None

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = read_state(Path(argv[0]))
     fn = loader.load(state.train_loop)
     with init(state.name, save=never(), keep=retention_of(state)) as run:
-        session = Session(run)
+        session = Session(run, use_gpu=state.use_gpu)
         _api.set_session(session)
         try:
             session.start()

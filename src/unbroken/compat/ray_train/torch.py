@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ...errors import ConfigError
 from ._api import current_session
 from ._trainer import DataParallelTrainer
 
@@ -27,12 +28,19 @@ def _world() -> tuple[int, int]:
 
 
 def get_device() -> torch.device:
-    """This worker's device: ``cuda:<local rank>`` when CUDA is available and the group uses GPUs, else CPU."""
+    """This worker's device: ``cuda:<local rank>`` (modulo the GPUs present) with ``use_gpu=True``, else CPU.
+
+    ConfigError when ``use_gpu=True`` and CUDA is not available. Outside a worker: CUDA if present.
+    """
+    session = current_session()
+    use_gpu = torch.cuda.is_available() if session is None else session.use_gpu
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("ScalingConfig(use_gpu=True), but torch.cuda.is_available() is False on this machine")
     local_rank, _size = _world()
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def prepare_model(model: torch.nn.Module, move_to_device: bool = True, parallel_strategy: str | None = "ddp",
@@ -40,8 +48,6 @@ def prepare_model(model: torch.nn.Module, move_to_device: bool = True, parallel_
     """Move ``model`` to this worker's device and wrap it in DistributedDataParallel when there are
     several workers (``parallel_strategy=None``: no wrapping; 'fsdp' is not supported)."""
     if parallel_strategy not in ("ddp", None):
-        from ...errors import ConfigError  # noqa: PLC0415
-
         raise ConfigError(f"prepare_model(parallel_strategy={parallel_strategy!r}): only 'ddp' or None")
     device = get_device()
     if move_to_device:
