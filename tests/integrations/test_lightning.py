@@ -127,6 +127,9 @@ def test_plugin_loads_by_uuid_folder_or_lightning_path_and_leaves_removal_to_ret
         assert torch.equal(loaded["state_dict"]["w"], torch.full((3,), 10.0))
         assert loaded["optimizer_states"][0]["state"][0]["step"].item() == 10.0  # int keys survive
     assert io.load_checkpoint("ckpts/step=5.ckpt")["global_step"] == 5
+    assert io.load_checkpoint(newest, map_location="cpu")["state_dict"]["w"].device.type == "cpu"
+    with pytest.raises(ConfigError, match="map_location"):
+        io.load_checkpoint(newest, map_location=lambda storage, loc: storage)
     io.remove_checkpoint("ckpts/step=5.ckpt")
     assert len(run.checkpoint.list()) == 2
     with pytest.raises(CheckpointNotFound, match="resume_ckpt_path"):
@@ -175,3 +178,14 @@ def test_callback_without_the_plugin_is_refused(run):
                          enable_model_summary=False, callbacks=[UnbrokenCallback(run)])
     with pytest.raises(ConfigError, match="UnbrokenCheckpointIO"):
         trainer.fit(Tiny(), data)
+
+
+def test_module_state_dict_versions_survive(run):
+    import torch
+    from unbroken.integrations.lightning import UnbrokenCheckpointIO
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    io = UnbrokenCheckpointIO(run)
+    io.save_checkpoint({**lightning_dict(1), "state_dict": module.state_dict()}, "a.ckpt")
+    loaded = io.load_checkpoint("a.ckpt")["state_dict"]
+    assert loaded._metadata == module.state_dict()._metadata  # BatchNorm's version, as torch.load keeps it
+    module.load_state_dict(loaded)

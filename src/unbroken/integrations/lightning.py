@@ -42,6 +42,7 @@ import logging
 import os
 import signal
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from ..runtime.run import Run
 log = logging.getLogger("unbroken")
 
 #: The State entry holding Lightning's checkpoint dict, and the metadata naming the format.
-ENTRY = "lightning"
+ENTRY, VERSIONS = "lightning", "state_dict_versions"
 FORMAT = "lightning-checkpoint"
 
 
@@ -92,7 +93,8 @@ class UnbrokenCheckpointIO(CheckpointIO):
                 log.info("unbroken: stopping: step %d is already saved; not saving %s again", steps, path)
                 return
             self._stop_saved_at = steps
-        state = State(rng=False, allow_pickle=self.allow_pickle, **{ENTRY: checkpoint})
+        versions = getattr(checkpoint.get("state_dict"), "_metadata", None)  # torch's per-module state_dict versions
+        state = State(rng=False, allow_pickle=self.allow_pickle, **{ENTRY: checkpoint, VERSIONS: versions})
         metadata = {"format": FORMAT, "lightning_path": os.fspath(path), "epoch": int(checkpoint.get("epoch", 0))}
         try:
             self.run.save(state, steps, metadata=metadata, wait=True)
@@ -138,19 +140,22 @@ class UnbrokenCheckpointIO(CheckpointIO):
     def _read(self, manifest: Manifest) -> dict[str, Any]:
         context = self.run.checkpoint
         store = context.store
-        state = State(rng=False, **{ENTRY: None})
+        state = State(rng=False, **{ENTRY: None, VERSIONS: None})
         try:
             with store.reading(manifest.uuid):  # leased: retention cannot delete it meanwhile
                 statefile.restore(state, store.local_copy(manifest.uuid), manifest, allow_pickle=self.allow_pickle,
-                                  in_place=False, resolve=store.local_copy)
+                                  strict=False, in_place=False, resolve=store.local_copy)
         except CorruptCheckpoint as exc:
             context.report_corrupt(manifest.uuid, str(exc))
             raise
         store.mark_verified(manifest.uuid)
         context.record_restore(manifest)
-        checkpoint = state[ENTRY]
+        checkpoint, versions = state[ENTRY], state[VERSIONS]
         if not isinstance(checkpoint, dict):
             raise CorruptCheckpoint(f"checkpoint {manifest.uuid}: the Lightning entry is not a dict")
+        if isinstance(versions, dict) and isinstance(checkpoint.get("state_dict"), dict):
+            checkpoint["state_dict"] = OrderedDict(checkpoint["state_dict"])
+            checkpoint["state_dict"]._metadata = OrderedDict(versions)  # as torch.load would give it back
         return checkpoint
 
 
