@@ -12,5 +12,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==${UNBROKEN_TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install -q -e ".[torch,dev,bench,postgres,s3,ui,sweep,ray,keras]"
+.venv/bin/python -m pip install -q -e ".[torch,dev,bench,postgres,s3,ui,sweep,ray,keras,transformers,lightning]"
 echo "setup: $(.venv/bin/python -c 'import unbroken, torch; print("unbroken", unbroken.__version__, "torch", torch.__version__)')"

@@ -23,6 +23,9 @@ from integrations.inthelp import corrupt_newest, require
 from procs import child_env
 from waiting import wait_until
 
+from unbroken.runtime.grouploop import GroupPreempt
+from unbroken.runtime.preempt import PreemptContext
+
 PROGRAM = Path(__file__).resolve().parent / "programs" / "hf_train.py"
 MAX_STEPS = "24"  # saves every 3 steps: 8 checkpoints
 THREADS = {"OMP_NUM_THREADS": "1"}  # the machine is shared; every run uses the same
@@ -103,12 +106,15 @@ def resumed_from(log: str) -> tuple[str, int]:
 
 # -- in process ------------------------------------------------------------------------------------
 def fake_run(stop_here=False, others=()):
-    """A run whose preempt answers ``stop_here`` and whose group's other ranks vote ``others``."""
-    calls = types.SimpleNamespace(requests=[], train=[], val=[])
-    preempt = types.SimpleNamespace(should_preempt=lambda: stop_here, reason="signal SIGTERM" if stop_here else None,
-                                    request=calls.requests.append)
+    """A run whose own stop request is ``stop_here`` and whose group's other ranks ask ``others``."""
+    calls = types.SimpleNamespace(train=[], val=[])
+    preempt = PreemptContext(signals=[])
+    if stop_here:
+        preempt.request("signal SIGTERM")
     group = types.SimpleNamespace(size=1 + len(others), rank=0, is_chief=True,
                                   allgather=lambda v: [v, *others], barrier=lambda: None)
+    if others:
+        preempt = GroupPreempt(preempt, group)
     train = types.SimpleNamespace(report_training_metrics=lambda s, m: calls.train.append((s, m)),
                                   report_validation_metrics=lambda s, m: calls.val.append((s, m)))
     return types.SimpleNamespace(preempt=preempt, distributed=group, train=train), calls
@@ -133,10 +139,10 @@ def test_a_stop_request_saves_and_stops_at_the_step_end():
 
 
 def test_a_stop_on_another_rank_stops_this_one_too_and_marks_it_preempted():
-    run, calls = fake_run(others=(False, True))
+    run, _calls = fake_run(others=(None, "signal SIGUSR2"))
     control = step_end(run)
     assert control.should_save and control.should_training_stop
-    assert calls.requests == ["stop requested on another rank"]
+    assert run.preempt.reason == "signal SIGUSR2 on rank 2"  # so this rank, too, exits 75
 
 
 def test_logs_go_to_training_and_validation_metrics():

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
+from threadgroup import ThreadGroup, on_every_rank
 
 from unbroken.checkpoint import CheckpointStore, keep_latest
 from unbroken.errors import CheckpointError, ConfigError
@@ -13,55 +11,11 @@ from unbroken.runtime.checkpointing import CheckpointContext
 from unbroken.storage import LocalStorage
 
 
-class ThreadGroup:
-    """``size`` ranks that are threads; collectives meet at a barrier (as torch.distributed's do)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._barrier = threading.Barrier(size, timeout=30)
-        self._slots: list = [None] * size
-
-    def rank(self, rank: int) -> "Member":
-        return Member(self, rank)
-
-    def exchange(self, rank: int, value):
-        self._slots[rank] = value
-        self._barrier.wait()
-        values = list(self._slots)
-        self._barrier.wait()
-        return values
-
-
-class Member:
-    def __init__(self, group: ThreadGroup, rank: int):
-        self._group, self.rank, self.size, self.local_rank = group, rank, group.size, rank
-
-    @property
-    def is_chief(self) -> bool:
-        return self.rank == 0
-
-    def allgather(self, value):
-        return self._group.exchange(self.rank, value)
-
-    def broadcast(self, value):
-        return self.allgather(value)[0]
-
-    def barrier(self) -> None:
-        self.allgather(None)
-
-
 def contexts(folder, size=2):
     store = CheckpointStore(LocalStorage(folder))
     group = ThreadGroup(size)
     return store, [CheckpointContext(CheckpointStore(LocalStorage(folder)) if r else store, None, keep_latest(5),
                                      group=group.rank(r)) for r in range(size)]
-
-
-def on_every_rank(ranks, body):
-    """Run ``body(rank, context)`` on every rank at once; each rank's result or exception."""
-    with ThreadPoolExecutor(len(ranks)) as pool:
-        futures = [pool.submit(body, r, ctx) for r, ctx in enumerate(ranks)]
-        return [f.exception(timeout=60) or f.result() for f in futures]
 
 
 def store_rank_file(steps_of=lambda rank: 7, fail_on=None):

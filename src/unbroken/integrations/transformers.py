@@ -98,15 +98,7 @@ class UnbrokenTrainerCallback(TrainerCallback):
             self.run.train.report_validation_metrics(state.global_step, val)
 
     def _stop_requested(self) -> bool:
-        preempt = self.run.preempt
-        local = preempt.should_preempt() or preempt.reason is not None
-        group = self.run.distributed
-        if group.size <= 1:
-            return local
-        stop = any(group.allgather(local))
-        if stop and not local:
-            preempt.request("stop requested on another rank")  # so this rank also exits 75
-        return stop
+        return self.run.preempt.agree()  # a collective in a group: the same answer on every rank
 
 
 def commit_folder(run: Run, folder: Path, state: TrainerState) -> str:

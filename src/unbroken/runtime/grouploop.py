@@ -40,21 +40,26 @@ class GroupPreempt:
     """``run.preempt`` of a rank: its own signals and deadline, and the stop the group agreed on.
 
     :meth:`should_preempt` answers the agreed decision (the same on every rank at a boundary);
-    :meth:`settle` (with every rank's :meth:`local`, gathered by :class:`GroupStateLoop`) updates it.
+    :meth:`settle` (with every rank's :meth:`own_request`, gathered by :class:`GroupStateLoop` at its
+    boundaries, or by :meth:`agree` for loops of their own) updates it.
     """
 
     def __init__(self, own: PreemptContext, group: Any):
         self.own, self.group = own, group
         self._agreed: str | None = None
 
-    def local(self) -> str | None:
+    def own_request(self) -> str | None:
         """This rank's own stop request (signal, deadline), or None."""
-        return self.own.reason if self.own.should_preempt() else None
+        return self.own.own_request()
 
     def settle(self, requests: list[str | None]) -> str | None:
         """Record the group's decision from every rank's request (in rank order); return it."""
         self._agreed = self._agreed or next((f"{r} on rank {i}" for i, r in enumerate(requests) if r), None)
         return self._agreed
+
+    def agree(self) -> bool:
+        """Stop now? A collective (one allgather): True on every rank once any rank was asked to stop."""
+        return self.settle(self.group.allgather(self.own_request())) is not None
 
     def should_preempt(self) -> bool:
         self.own.should_preempt()  # installs the handlers on first use
@@ -94,7 +99,7 @@ class GroupStateLoop(StateLoop):
         if self._boundaries % self.sync_every:
             return None
         due = self.policy.due(steps_completed, self._last_save_steps, self._clock() - self._last_save_time)
-        votes = self.group.allgather((self.preempt.local(), due))  # one collective: stop from any rank, due from 0
+        votes = self.group.allgather((self.preempt.own_request(), due))  # one collective: stop from any rank, due from 0
         stop = self.preempt.settle([request for request, _due in votes])
         due = votes[0][1]
         if (stop and steps_completed > self._last_save_steps) or due:

@@ -51,6 +51,19 @@ class PreemptContext:
             self._reason = "deadline"
         return self._reason is not None
 
+    def own_request(self) -> str | None:
+        """This process's own stop request (why), or None; installs the handlers like :meth:`should_preempt`."""
+        return self.reason if self.should_preempt() else None
+
+    def settle(self, requests: list[str | None]) -> str | None:
+        """The decision from every rank's :meth:`own_request` (in rank order): with one process, its own."""
+        return next((r for r in requests if r), None)
+
+    def agree(self) -> bool:
+        """Stop now? The same answer on every rank of a group (there, a collective: one allgather;
+        every rank calls it at the same point). With one process it is :meth:`should_preempt`."""
+        return self.should_preempt()
+
     @property
     def reason(self) -> str | None:
         """Why a stop was requested: ``"signal SIGTERM"``, ``"deadline"``, ..., or None."""

@@ -115,14 +115,7 @@ def should_stop(run: Any) -> bool:
     Once it answered True, ``run.preempted`` is True on every rank, and leaving the ``with`` block
     exits with 75 so that ``unbroken run`` restarts the job from the newest checkpoint.
     """
-    preempt, group = run.preempt, run.distributed
-    if group.size == 1:
-        return preempt.should_preempt()
-    own = preempt.local() if hasattr(preempt, "local") else (preempt.reason if preempt.should_preempt() else None)
-    requests = group.allgather(own)
-    if hasattr(preempt, "settle"):
-        preempt.settle(requests)
-    return any(request is not None for request in requests)
+    return run.preempt.agree()
 
 
 def _load_one(state_dict: dict[str, Any], run: Any, uuid: str, allow_pickle: bool, process_group: Any,

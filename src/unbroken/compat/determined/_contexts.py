@@ -110,9 +110,10 @@ class PreemptContext:
     a spot notice forwarded by `unbroken run`). Save, then return from training: the process then
     exits 75 and the supervisor resumes it later.
 
-    Modes: ``WorkersAskChief`` (default) - every process calls it in step, the chief's answer is
-    broadcast; ``ChiefOnly`` - only the chief may call it; ``WorkersAskMaster`` - every process
-    asks its own signals.
+    Modes: ``WorkersAskChief`` (default) - every process calls it in step (a collective) and all
+    get the same answer: stop once any process was asked to (the supervisor signals every rank);
+    ``ChiefOnly`` - only the chief may call it; ``WorkersAskMaster`` - every process asks its own
+    signals.
     """
 
     def __init__(self, run: Run, mode: PreemptMode | str = PreemptMode.WorkersAskChief):
@@ -121,14 +122,11 @@ class PreemptContext:
         self.mode = PreemptMode(mode)
 
     def should_preempt(self, auto_ack: bool = True) -> bool:
-        if self.mode is PreemptMode.WorkersAskMaster:
-            return self._preempt.should_preempt()
+        if self.mode is PreemptMode.WorkersAskChief:
+            return self._preempt.agree()
         if not self._dist.is_chief and self.mode is PreemptMode.ChiefOnly:
             raise RuntimeError("should_preempt() in ChiefOnly mode may only be called on the chief")
-        answer = self._preempt.should_preempt() if self._dist.is_chief else None
-        if self.mode is PreemptMode.WorkersAskChief:
-            answer = self._dist.broadcast(answer)
-        return bool(answer)
+        return self._preempt.own_request() is not None
 
     def acknowledge_preemption_signal(self) -> None:
         """Nothing to acknowledge: the supervisor learns of the stop from the exit status."""

@@ -61,12 +61,12 @@ class Session:
         if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
             raise ConfigError(f"report(checkpoint=...) takes a Checkpoint (Checkpoint.from_directory(folder)), "
                               f"not {type(checkpoint).__name__}")
-        votes = self._gather((checkpoint is not None, self._own_stop()))
+        votes = self._gather((checkpoint is not None, self.run.preempt.own_request()))
         self.iteration += 1
         uuid = self._store(metrics, checkpoint) if any(has for has, _stop in votes) else None
         if self.group.is_chief:
             self._record(metrics, uuid)
-        if self._agree_stop([stop for _has, stop in votes]):
+        if self.run.preempt.settle([stop for _has, stop in votes]) is not None:
             raise StopTraining()
 
     def _gather(self, value: Any) -> list[Any]:
@@ -89,17 +89,6 @@ class Session:
                   "checkpoint": uuid or (self.latest.uuid if self.latest else None)}
         write_json(Path(self.run.info.trial_dir) / RESULT_FILE, result)
 
-    def _own_stop(self) -> str | None:
-        preempt = self.run.preempt
-        if hasattr(preempt, "local"):
-            return preempt.local()
-        return preempt.reason if preempt.should_preempt() else None
-
-    def _agree_stop(self, requests: list[str | None]) -> bool:
-        preempt = self.run.preempt
-        if hasattr(preempt, "settle"):
-            return preempt.settle(requests) is not None
-        return any(requests)
 
     def _stored(self, uuid: str) -> Checkpoint:
         info = self.run.info
