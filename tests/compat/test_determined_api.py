@@ -121,3 +121,19 @@ def test_object_store_settings():
     assert plan.storage == "s3://b/runs" and plan.child_env()["AWS_ACCESS_KEY_ID"] == "k"
     assert "secret" not in plan.child_env()["UNBROKEN_DET_CONFIG"]
     assert storage_location({"type": "gcs", "bucket": "g"}) == "gs://g" and storage_location("/x") == "/x"
+
+
+def test_distributed_context_from_torchrun_environment_must_match_the_run(home, monkeypatch):
+    monkeypatch.setenv("UNBROKEN_HOME", str(home))
+    monkeypatch.setenv("RANK", "1")  # torchrun says rank 1 of 2, but no group runs here
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    requested = core.DistributedContext.from_torch_distributed()
+    assert (requested.rank, requested.size, requested.local_rank) == (1, 2, 0)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # so that init does not try to form the group
+    with pytest.raises(ConfigError, match="rank 1 of 2, but this process is rank 0 of 1"):
+        core.init(distributed=requested, name="dist")
+    assert _session.current() is None  # the run it opened was closed again
+    with pytest.raises(ConfigError, match="from_torch_distributed"):
+        core.init(distributed="nccl", name="dist")
+    with pytest.raises(ConfigError, match="torchrun"):
+        core.DistributedContext.from_horovod()

@@ -13,6 +13,9 @@ import yaml
 from unbroken import EXIT_PREEMPTED
 from unbroken.compat.determined import load_experiment_config
 
+from unbroken.checkpoint import CheckpointStore
+from unbroken.storage import LocalStorage
+
 from compat.compathelp import committed, kill_child_after, program, show, supervise
 from procs import child_env
 from waiting import wait_until
@@ -69,3 +72,30 @@ def test_detached_trial_stopped_by_sigterm_resumes_by_its_external_ids(tmp_path)
     assert again.returncode == 0, again.stderr
     assert "final x=800" in again.stdout and "resumed from checkpoint" in again.stderr
     assert show(home, "detached-demo")["trial"]["number"] == 1  # the same trial, not a new one
+
+
+def test_distributed_trial_stores_one_checkpoint_from_every_rank_and_stops_together(tmp_path):
+    config = {**CONFIG, "name": "det-ddp", "searcher": {**CONFIG["searcher"], "max_length": {"batches": 40}}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(config))
+    home, out = tmp_path / "home", tmp_path / "out.log"
+    run_args = ["--config", str(tmp_path / "exp.yaml"), "--nproc-per-node", "2"]
+    sup = supervise(home, run_args, program("det_distributed.py"), out)
+    wait_until(lambda: committed(home, "det-ddp") >= 2 or sup.poll() is not None, timeout=90, what="2 checkpoints")
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=90) == EXIT_PREEMPTED, out.read_text()
+    stopped_at = show(home, "det-ddp")["trial"]["latest_checkpoint_steps"]
+    assert 10 <= stopped_at < 40
+    sup = supervise(home, run_args, program("det_distributed.py"), out)
+    assert sup.wait(timeout=120) == 0, out.read_text()
+    text = out.read_text()
+    assert "rank 0 final x=120" in text and "rank 1 final x=240" in text  # 40 batches of +3 and +6
+    doc = show(home, "det-ddp")
+    assert [a["end_reason"] for a in doc["attempts"]] == ["preempted", "completed"]  # one attempt per group run
+    assert doc["attempts"][1]["restored_steps"] == stopped_at
+    assert doc["metrics"]["training"]["x"]["value"] == 360
+    for manifest in checkpoints(home, "det-ddp"):
+        assert {f.path for f in manifest.files} == {"state-rank0", "state-rank1"}
+
+
+def checkpoints(home, name):
+    return CheckpointStore(LocalStorage(home / "experiments" / name / "trial-1" / "checkpoints")).list()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -133,10 +134,28 @@ class PreemptContext:
 
 
 class DistributedContext:
-    """``core.distributed`` over the run's distributed context (rank, size, broadcast, gather)."""
+    """``core.distributed`` over the run's distributed context (rank, size, broadcast, gather).
 
-    def __init__(self, run: Run):
-        self._dist = run.distributed
+    ``DistributedContext.from_torch_distributed()`` (what a Determined script passes to
+    ``core.init(distributed=...)`` under torchrun) reads this process's place from torchrun's
+    environment; the context that ``core.init`` returns then uses the run's own group, which
+    ``unbroken.init`` joins (initialising torch.distributed from the environment if the script did not).
+    """
+
+    def __init__(self, dist: Any):
+        self._dist = dist
+
+    @classmethod
+    def from_torch_distributed(cls, chief_ip: str | None = None) -> "DistributedContext":
+        """This process's rank and size from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
+        return cls(_FromEnvironment())
+
+    @classmethod
+    def from_horovod(cls, *args: Any, **kwargs: Any) -> "DistributedContext":
+        raise ConfigError("Horovod is not supported: launch the ranks with torchrun (unbroken run --nproc-per-node N) "
+                          "and use DistributedContext.from_torch_distributed()")
+
+    from_deepspeed = from_horovod
 
     @property
     def rank(self) -> int:
@@ -187,3 +206,39 @@ class DistributedContext:
 
     def close(self) -> None:
         """Nothing to close: the run owns the process group."""
+
+
+class _FromEnvironment:
+    """A process's place in a torchrun group before the run opens (no collectives yet)."""
+
+    def __init__(self, environ: Any = None):
+        env = os.environ if environ is None else environ
+        self.rank = int(env.get("RANK", "0"))
+        self.size = int(env.get("WORLD_SIZE", "1"))
+        self.local_rank = int(env.get("LOCAL_RANK", "0"))
+        self.local_size = int(env.get("LOCAL_WORLD_SIZE", str(self.size)))
+        self.cross_rank = int(env.get("GROUP_RANK", "0"))
+        self.cross_size = max(1, self.size // max(1, self.local_size))
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+    def _no_collectives(self, *args: Any) -> Any:
+        raise ConfigError("this DistributedContext is only a request: pass it to core.init(distributed=...) and use "
+                          "the context's .distributed for collectives")
+
+    broadcast = allgather = barrier = _no_collectives
+
+
+def check_distributed(requested: Any, run: Run) -> None:
+    """``core.init(distributed=...)``: None, or a DistributedContext agreeing with the run's group."""
+    if requested is None:
+        return
+    if not isinstance(requested, DistributedContext):
+        raise ConfigError(f"core.init(distributed=...) takes core.DistributedContext.from_torch_distributed(), "
+                          f"not {type(requested).__name__}")
+    if (requested.rank, requested.size) != (run.distributed.rank, run.distributed.size):
+        raise ConfigError(f"core.init(distributed=...): the context says rank {requested.rank} of {requested.size}, "
+                          f"but this process is rank {run.distributed.rank} of {run.distributed.size} "
+                          "(launch with torchrun, or `unbroken run --nproc-per-node N`)")

@@ -11,7 +11,8 @@ from typing import Any
 from ...errors import ConfigError
 from ...runtime.run import Run
 from . import _session
-from ._contexts import CheckpointContext, DistributedContext, PreemptContext, PreemptMode, TrainContext
+from ._contexts import (CheckpointContext, DistributedContext, PreemptContext, PreemptMode, TrainContext,
+                        check_distributed)
 from ._info import ClusterInfo, info_of
 from ._searcher import SearcherContext, SearcherMode, SearcherOperation, Unit
 from .expconf import storage_location
@@ -31,7 +32,7 @@ class Context:
         self.train = TrainContext(run)
         self.preempt = PreemptContext(run, preempt_mode)
         self.searcher = SearcherContext(run, searcher_length)
-        self.distributed = DistributedContext(run)
+        self.distributed = DistributedContext(run.distributed)
         self.info = info or info_of(run)
 
     def start(self) -> None:
@@ -56,14 +57,23 @@ def init(*, distributed: Any = None, checkpoint_storage: str | dict | None = Non
     Under `unbroken run` it joins the supervisor's trial. Otherwise the experiment is ``name``,
     else the script's name. ``checkpoint_storage`` (a folder, ``s3://...``, or Determined's
     ``{"type": "shared_fs" | "s3", ...}``) chooses where a new trial keeps its checkpoints.
-    ``distributed`` must be None for now (one process); ``tensorboard_mode`` and
-    ``async_checkpointing`` are accepted and ignored.
+    ``distributed``: None, or ``DistributedContext.from_torch_distributed()`` under torchrun (every
+    rank calls ``init``; the run joins the torch.distributed group either way). ``tensorboard_mode``
+    and ``async_checkpointing`` are accepted and ignored.
     """
-    if distributed is not None:
-        raise ConfigError("core.init(distributed=...) needs unbroken's torch.distributed backend (not there yet): "
-                          "run one process per trial")
-    run = _session.open_session(name=name, hparams=hparams, storage=storage_location(checkpoint_storage))
+    run = open_run(distributed, name=name, hparams=hparams, storage=storage_location(checkpoint_storage))
     return Context(run, preempt_mode=preempt_mode, searcher_length=searcher_length)
+
+
+def open_run(distributed: Any, **session: Any) -> Run:
+    """The process's Run (see :func:`_session.open_session`), closed again if ``distributed`` disagrees with it."""
+    run = _session.open_session(**session)
+    try:
+        check_distributed(distributed, run)
+    except ConfigError:
+        _session.close_session()
+        raise
+    return run
 
 
 __all__ = ["CheckpointContext", "ClusterInfo", "Context", "DistributedContext", "PreemptContext", "PreemptMode",

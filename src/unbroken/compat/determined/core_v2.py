@@ -21,11 +21,10 @@ import re
 from typing import Any
 
 from ...errors import ConfigError
-from . import _session
 from ._contexts import CheckpointContext, DistributedContext, PreemptContext, PreemptMode, TrainContext
 from ._info import ClusterInfo
 from ._searcher import SearcherContext
-from .core import Context
+from .core import Context, open_run
 from .expconf import storage_location
 
 train: TrainContext | None = None
@@ -74,12 +73,10 @@ def init(*, config: Config | None = None, defaults: Config | None = None, unmana
     merged = _merge(config, defaults, unmanaged)
     if _context is not None:
         close()
-    if distributed is not None:
-        raise ConfigError("core_v2.init(distributed=...) needs unbroken's torch.distributed backend (not there yet)")
     name = experiment_name(merged)
-    run = _session.open_session(name=name, hparams=merged.hparams,
-                                storage=storage_location(checkpoint_storage or merged.checkpoint_storage),
-                                fresh=merged.external_experiment_id is None)
+    run = open_run(distributed, name=name, hparams=merged.hparams,
+                   storage=storage_location(checkpoint_storage or merged.checkpoint_storage),
+                   fresh=merged.external_experiment_id is None)
     searcher_cfg = merged.searcher or {}
     _context = Context(run, preempt_mode=preempt_mode, searcher_length=searcher_cfg.get("max_length"))
     _publish(_context)
