@@ -52,6 +52,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from ..checkpoint import Manifest, State
 from ..checkpoint.saving import statefile
+from ..checkpoint.saving.saver import Saver
 from ..errors import CheckpointNotFound, ConfigError, CorruptCheckpoint, UnsupportedValue
 from ..runtime.run import Run
 
@@ -77,6 +78,7 @@ class UnbrokenCheckpointIO(CheckpointIO):
         self._stop_saved_at: int | None = None
         #: ``global_step`` of the newest checkpoint this process committed (None before the first).
         self.last_saved_step: int | None = None
+        self._saver: Saver | None = None  # this rank's own: Lightning calls it on global rank 0 only
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
                         storage_options: Any | None = None) -> None:
@@ -96,12 +98,16 @@ class UnbrokenCheckpointIO(CheckpointIO):
         versions = getattr(checkpoint.get("state_dict"), "_metadata", None)  # torch's per-module state_dict versions
         state = State(rng=False, allow_pickle=self.allow_pickle, **{ENTRY: checkpoint, VERSIONS: versions})
         metadata = {"format": FORMAT, "lightning_path": os.fspath(path), "epoch": int(checkpoint.get("epoch", 0))}
+        if self._saver is None:
+            self._saver = Saver(self.run.checkpoint.store, incremental=False)
         try:
-            self.run.save(state, steps, metadata=metadata, wait=True)
-            self.last_saved_step = steps
+            handle = self._saver.save(state, steps, metadata, wait=True)  # commit: indexed, then retention
         except UnsupportedValue as exc:
             raise UnsupportedValue(f"{exc} (for a Lightning checkpoint: UnbrokenCheckpointIO(run, allow_pickle=True))"
                                    ) from None
+        handle.wait()  # raises BackgroundSaveError if the commit failed
+        self.last_saved_step = steps
+        self.run.train.report_metrics("checkpoint", steps, {"save_s": handle.save_s, "bytes": handle.nbytes})
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:
@@ -238,12 +244,7 @@ class UnbrokenCallback(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._report_training(trainer)
-        stop = self.run.preempt.should_preempt()
-        if trainer.world_size > 1:
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)  # any rank asks: all stop here
-        if stop and not trainer.should_stop:
-            if not self.run.preempt.should_preempt():
-                self.run.preempt.request("another rank was asked to stop")
+        if self._stop_agreed(trainer) and not trainer.should_stop:
             label = os.path.join(trainer.default_root_dir, f"unbroken-stop-step={trainer.global_step}.ckpt")
             trainer.save_checkpoint(label, weights_only=False)
             trainer.should_stop = True
@@ -264,6 +265,17 @@ class UnbrokenCallback(pl.Callback):
             return
         label = os.path.join(trainer.default_root_dir, f"unbroken-final-step={trainer.global_step}.ckpt")
         trainer.save_checkpoint(label, weights_only=False)
+
+    def _stop_agreed(self, trainer: pl.Trainer) -> bool:
+        """Stop at this batch? Every rank gets the same answer: True once any rank was asked to stop."""
+        preempt = self.run.preempt
+        if hasattr(preempt, "agree"):  # a torch.distributed group unbroken.init() joined: one allgather
+            return preempt.agree()
+        stop = preempt.should_preempt()
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(stop, all=False) and not stop:
+            preempt.request("another rank was asked to stop")
+            stop = True
+        return stop
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
