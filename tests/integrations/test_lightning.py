@@ -4,8 +4,8 @@ End to end (programs/lightning_train.py: CPU, deterministic, 12 batches an epoch
 every 5 steps, so resumes are mid-epoch): a fit SIGKILLed under `unbroken run`, and one stopped
 by SIGTERM (under a faked SLURM allocation with auto_requeue=False: Lightning installs no requeue
 handler and requeues nothing) whose newest checkpoint is then corrupted, end bitwise equal to an
-uninterrupted fit.
-In process: the plugin's load/label/remove/refusal contracts on a hand-made checkpoint dict.
+uninterrupted fit; 2 DDP ranks (gloo) under `unbroken run --nproc-per-node 2` stop after the same
+step and resume. In process: the plugin's load/label/remove/refusal contracts on a hand-made checkpoint dict.
 """
 
 from __future__ import annotations
@@ -97,6 +97,26 @@ def test_sigterm_under_slurm_stops_cleanly_and_a_corrupt_newest_checkpoint_is_sk
     assert f"skipping corrupt checkpoint {bad}" in again.stderr
     assert np.array_equal(np.load(out), reference)
     assert not requeued.exists()
+
+
+def test_ddp_ranks_stop_at_one_step_and_resume(tmp_path):
+    home, log = tmp_path / "home", tmp_path / "out.log"
+    args = ["--name", "lightning", "--nproc-per-node", "2"]
+    sup = supervise(home, args, command(tmp_path / "w.npy"), log, LIGHTNING_DDP="1")
+    wait_until(lambda: committed(home, "lightning") >= 2 or sup.poll() is not None, timeout=90, what="2 checkpoints")
+    sup.send_signal(signal.SIGTERM)  # the supervisor forwards the stop to both ranks
+    assert sup.wait(timeout=60) == 75, log.read_text()
+    stops = {line.split("stopping Lightning at step ")[1].split()[0] for line in log.read_text().splitlines()
+             if "stopping Lightning at step" in line}
+    assert len(stops) == 1, log.read_text()  # both ranks stopped after the same step
+    (stopped_at,) = stops
+    assert show(home, "lightning")["trial"]["latest_checkpoint_steps"] == int(stopped_at)
+    again = supervise(home, args, command(tmp_path / "w.npy"), tmp_path / "again.log", LIGHTNING_DDP="1")
+    assert again.wait(timeout=120) == 0, (tmp_path / "again.log").read_text()
+    text = (tmp_path / "again.log").read_text()
+    assert text.count("resumed from checkpoint") == 2 and f"at step {stopped_at}" in text, text
+    assert show(home, "lightning")["trial"]["latest_checkpoint_steps"] == 36
+    assert (tmp_path / "w.npy").exists()
 
 
 # -- in process: the plugin's contracts ------------------------------------------------------------

@@ -4,7 +4,8 @@ Usage: lightning_train.py OUT EPOCHS. 12 batches an epoch, a checkpoint every 5 
 are mid-epoch). The batch order of each epoch depends on the epoch only, and a resumed epoch
 skips the batches its checkpoint had trained: resumed and uninterrupted runs see the same data.
 Env LIGHTNING_CKPT_STEPS=N or "epoch" changes when ModelCheckpoint saves. Env LIGHTNING_SLURM=0/1: run under a (faked) SLURMEnvironment with auto_requeue off/on, and
-print which handler SIGUSR1 (Lightning's requeue signal) has while training.
+print which handler SIGUSR1 (Lightning's requeue signal) has while training. Env LIGHTNING_DDP=1:
+2 gloo ranks under `unbroken run --nproc-per-node 2` (each rank trains on half of every batch).
 """
 
 import os
@@ -36,6 +37,9 @@ class EpochBatches(torch.utils.data.Sampler):
         batches = [order[i:i + BATCH] for i in range(0, SAMPLES, BATCH)]
         start, self.skip = self.skip, 0
         self.epoch += 1
+        if torch.distributed.is_initialized():  # each rank takes its share of every batch
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            batches = [b[rank::world] for b in batches]
         yield from batches[start:]
 
     def __len__(self):
@@ -82,6 +86,9 @@ class ShowRequeueHandler(pl.Callback):
 
 
 def main(out, epochs):
+    ddp = os.environ.get("LIGHTNING_DDP") == "1"
+    if ddp:  # the group exists before unbroken.init(), which joins it; Lightning then uses it
+        torch.distributed.init_process_group("gloo")
     pl.seed_everything(0)
     model = Regression()
     slurm = os.environ.get("LIGHTNING_SLURM")
@@ -91,11 +98,12 @@ def main(out, epochs):
         if slurm is not None:
             plugins.append(SLURMEnvironment(auto_requeue=slurm == "1"))
             callbacks.append(ShowRequeueHandler())
-        trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
+        parallel = {"devices": 2, "strategy": "ddp", "use_distributed_sampler": False} if ddp else {"devices": 1}
+        trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", deterministic=True, logger=False,
                              enable_progress_bar=False, enable_model_summary=False, plugins=plugins,
-                             callbacks=callbacks, default_root_dir=os.path.dirname(os.path.abspath(out)))
+                             callbacks=callbacks, default_root_dir=os.path.dirname(os.path.abspath(out)), **parallel)
         trainer.fit(model, ckpt_path=resume_ckpt_path(run))
-        if not run.preempted:
+        if not run.preempted and trainer.is_global_zero:
             np.save(out, torch.cat([p.detach().ravel() for p in model.parameters()]).numpy())
 
 
