@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -475,16 +476,47 @@ def _scontrol_field(job_id: str, field: str) -> str:
     return out.split(f"{field}=")[1].split()[0]
 
 
+def _segments(steps: list[int]) -> list[list[int]]:
+    """A rank's steps cut where they do not go on by one (a restart from an earlier step)."""
+    out: list[list[int]] = []
+    for step in steps:
+        if out and step == out[-1][-1] + 1:
+            out[-1].append(step)
+        else:
+            out.append([step])
+    return out
+
+
+def _pid_of_rank(home: Path, rank: int) -> int | None:
+    """The training process of ``rank`` (the srun task exec'd it with RANK set) of the job using ``home``."""
+    want = {f"UNBROKEN_HOME={home}".encode(), f"RANK={rank}".encode()}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = set(Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if want <= env:
+            return int(entry)
+    return None
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_two_tasks_stop_at_one_step_requeue_once_and_resume_bitwise_equal(slurm, tmp_path, wait_until):
+def test_two_tasks_restart_as_a_group_stop_at_one_step_requeue_once_and_resume_bitwise_equal(slurm, tmp_path,
+                                                                                              wait_until):
     torch = pytest.importorskip("torch")
-    home, steps_file, total = tmp_path / "home", tmp_path / "steps", 100
+    home, steps_file, total = tmp_path / "home", tmp_path / "steps", 200
     job = submit(home, "--name", "ddp", "--ntasks-per-node", "2", "--", sys.executable, str(DDP_JOB),
                  OMP_NUM_THREADS="1", STEPS=str(total), SLOW="0.03", EVERY="1000", STEP_FILE=str(steps_file),
                  OUT=str(tmp_path / "out"))
-    wait_until(lambda: min(len(_rank_steps(steps_file, r)) for r in (0, 1)) >= 10, timeout=120, what="2 ranks training")
+    def restarted_and_trained(rank: int) -> bool:
+        runs = _segments(_rank_steps(steps_file, rank))
+        return len(runs) == 2 and len(runs[1]) >= 10
+
+    wait_until(lambda: min(len(_rank_steps(steps_file, r)) for r in (0, 1)) >= 5, timeout=120, what="2 ranks training")
+    os.kill(wait_until(lambda: _pid_of_rank(home, 1), what="rank 1's pid"), signal.SIGKILL)  # a rank dies
+    wait_until(lambda: restarted_and_trained(0) and restarted_and_trained(1), timeout=120, what="the group restarted")
     subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)  # Slurm's --signal=B:USR2, now
     # the uninterrupted reference runs while the requeued job waits (cred_expire) for its next allocation
     ref = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
@@ -496,20 +528,22 @@ def test_two_tasks_stop_at_one_step_requeue_once_and_resume_bitwise_equal(slurm,
 
     tracker = Tracker(home / "unbroken.db")
     trial = tracker.trial("ddp")
-    first, second = tracker.attempts(trial.id)  # one attempt per allocation, not one per rank
-    assert (first.end_reason, second.end_reason) == ("preempted", "completed") and trial.status == "completed"
-    assert (first.slurm_restarts, second.slurm_restarts) == (0, 1) and first.slurm_job_id == second.slurm_job_id == job
-    (saved,) = [c for c in tracker.checkpoints(trial.id) if c.attempt_id == first.id and c.state == "committed"]
+    crashed, stopped, resumed = tracker.attempts(trial.id)  # one attempt per group run, not one per rank
+    assert [a.end_reason for a in (crashed, stopped, resumed)] == ["crashed", "preempted", "completed"]
+    assert [a.slurm_restarts for a in (crashed, stopped, resumed)] == [0, 0, 1] and trial.status == "completed"
+    (saved,) = [c for c in tracker.checkpoints(trial.id) if c.state == "committed" and c.attempt_id == stopped.id]
     stop = saved.steps_completed
-    assert second.restored_steps == stop
+    assert resumed.restored_steps == stop
     tracker.close()
-    log = Path(first.log_path).read_text()
+    log = Path(stopped.log_path).read_text()
     assert f"0: unbroken: trial ddp/1 stopping at step {stop}" in log, log
     assert f"1: unbroken: trial ddp/1 rank 1 stopping at step {stop}" in log, log
     job_log = (home / "experiments" / "ddp" / "trial-1" / "logs" / f"slurm-{job}.out").read_text()
     assert job_log.count("requeueing Slurm job") == 1, job_log
-    # neither rank went past the agreed step before stopping, and the next allocation went on from it
-    assert _rank_steps(steps_file, 0) == _rank_steps(steps_file, 1) == list(range(1, total + 1))
+    # after the crash both ranks started over (one cut); neither went past the agreed step before
+    # stopping, and the next allocation went on from the step after it (no second cut, no repeat)
+    for rank in (0, 1):
+        assert _segments(_rank_steps(steps_file, rank))[1:] == [list(range(1, total + 1))]
 
     _, ref_err = ref.communicate(timeout=120)
     assert ref.returncode == 0, ref_err[-3000:]
