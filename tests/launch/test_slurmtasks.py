@@ -76,6 +76,16 @@ def test_outside_an_srun_task_the_missing_variable_is_named():
         task_env({"SLURM_JOB_ID": "3"})
 
 
+def test_the_task_wrapper_refuses_to_run_outside_srun(tmp_path):
+    env = {k: v for k, v in child_env(tmp_path).items() if not k.startswith("SLURM_")}
+    wrapper = [sys.executable, "-m", "unbroken.launch.slurmtasks"]
+    outside = subprocess.run([*wrapper, "--", "true"], env=env, capture_output=True, text=True, timeout=60)
+    assert outside.returncode == 1 and "$SLURM_PROCID is not set" in outside.stderr
+    inside = subprocess.run([*wrapper, "--", "no-such-program-here"], env={**env, **TASK}, capture_output=True,
+                            text=True, timeout=60)
+    assert inside.returncode == 127 and "cannot start 'no-such-program-here' in Slurm task 5" in inside.stderr
+
+
 def test_srun_command_keeps_the_group_alive_through_a_stop():
     argv = srun_command(["python", "train.py", "--lr", "1"], python="/py")
     assert argv[0] == "srun" and is_srun(argv) and is_srun(["/usr/bin/srun", "x"]) and not is_srun(["python"])

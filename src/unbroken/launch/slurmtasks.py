@@ -179,7 +179,8 @@ def task_env(environ: Mapping[str, str]) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """In one srun task: ``python -m unbroken.launch.slurmtasks -- CMD ...`` sets :func:`task_env`, execs CMD.
 
-    Returns (exit status) only when it cannot start CMD: 2 for a usage error, 1 otherwise.
+    Returns (exit status) only when it cannot start CMD: 2 without a command, 1 outside an srun
+    task (:func:`task_env`'s error), 127 when CMD cannot be executed.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[1:] if args[:1] == ["--"] else args
