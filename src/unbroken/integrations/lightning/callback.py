@@ -25,6 +25,11 @@ log = logging.getLogger("unbroken")
 class UnbrokenCallback(pl.Callback):
     """Save and stop at the next batch end after a stop request; report metrics (module docstring).
 
+    Training metrics (``trainer.logged_metrics``, else ``callback_metrics``) are reported on rank 0
+    every ``report_every_n_steps`` (default: the trainer's ``log_every_n_steps``); after each
+    validation, ``callback_metrics`` as validation metrics. A stop is not honoured before
+    Lightning's ``min_epochs``/``min_steps`` (Lightning ignores ``should_stop`` until then), and a
+    deadline stops at the first batch end past it: give ``init(deadline=...)`` the margin a save needs.
     It needs :class:`UnbrokenCheckpointIO` in the trainer's plugins (ConfigError otherwise).
     Stop signals stay unbroken's while training: Lightning's own SIGTERM handler would end
     ``fit`` with ``SIGTERMException``, a SystemExit of status 0 that `unbroken run` would read as
@@ -36,6 +41,7 @@ class UnbrokenCallback(pl.Callback):
         self.run = run
         self.report_every_n_steps = report_every_n_steps
         self.save_on_train_end = save_on_train_end
+        self._reported_step = -1  # with gradient accumulation several batches end at one step
         run.preempt.install()  # main thread: before Lightning registers its handlers
         self._handlers = {sig: signal.getsignal(sig) for sig in run.preempt.signals} if run.preempt.armed else {}
 
@@ -101,11 +107,13 @@ class UnbrokenCallback(pl.Callback):
 
     def _report_training(self, trainer: pl.Trainer) -> None:
         every = self.report_every_n_steps or trainer.log_every_n_steps
-        if not trainer.is_global_zero or every <= 0 or trainer.global_step % every:
+        step = trainer.global_step
+        if not trainer.is_global_zero or every <= 0 or step % every or step == self._reported_step:
             return
+        self._reported_step = step
         numbers = _numbers(trainer.logged_metrics or trainer.callback_metrics)
         if numbers:
-            self.run.train.report_training_metrics(trainer.global_step, numbers)
+            self.run.train.report_training_metrics(step, numbers)
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:

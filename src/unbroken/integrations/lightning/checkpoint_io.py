@@ -85,12 +85,19 @@ class UnbrokenCheckpointIO(CheckpointIO):
         pickled values and ``allow_pickle`` is False). ``weights_only`` is ignored: nothing is
         unpickled unless ``allow_pickle``.
         """
+        if map_location is not None and not isinstance(map_location, (str, torch.device)):
+            raise ConfigError(f"UnbrokenCheckpointIO: map_location must be a device or its name, not {map_location!r}")
         manifest = self._find(path)
         if manifest.metadata.get("format") != FORMAT:
             raise ConfigError(f"checkpoint {manifest.uuid} was not saved by UnbrokenCheckpointIO; "
                               "restore it with run.checkpoint.restore_path instead")
-        checkpoint = self._read(manifest)
-        return checkpoint if map_location is None else _to_device(checkpoint, map_location)
+        checkpoint, versions = self._read(manifest)
+        if map_location is not None:
+            checkpoint = _to_device(checkpoint, map_location)
+        if isinstance(versions, dict) and isinstance(checkpoint.get("state_dict"), dict):
+            checkpoint["state_dict"] = OrderedDict(checkpoint["state_dict"])
+            checkpoint["state_dict"]._metadata = OrderedDict(versions)  # as torch.load would give it back
+        return checkpoint
 
     def remove_checkpoint(self, path: str | os.PathLike) -> None:
         """Do nothing: which checkpoints to keep is unbroken's retention (``init(keep=...)``)."""
@@ -110,7 +117,8 @@ class UnbrokenCheckpointIO(CheckpointIO):
         raise CheckpointNotFound(f"no checkpoint {label!r} in trial {self.run.info.experiment!r}: give a uuid, "
                                  "or resume_ckpt_path(run) for the newest good one")
 
-    def _read(self, manifest: Manifest) -> dict[str, Any]:
+    def _read(self, manifest: Manifest) -> tuple[dict[str, Any], Any]:
+        """The checkpoint dict and the state_dict versions, every byte verified while read."""
         context = self.run.checkpoint
         store = context.store
         state = State(rng=False, **{ENTRY: None, VERSIONS: None})
@@ -123,18 +131,12 @@ class UnbrokenCheckpointIO(CheckpointIO):
             raise
         store.mark_verified(manifest.uuid)
         context.record_restore(manifest)
-        checkpoint, versions = state[ENTRY], state[VERSIONS]
-        if not isinstance(checkpoint, dict):
+        if not isinstance(state[ENTRY], dict):
             raise CorruptCheckpoint(f"checkpoint {manifest.uuid}: the Lightning entry is not a dict")
-        if isinstance(versions, dict) and isinstance(checkpoint.get("state_dict"), dict):
-            checkpoint["state_dict"] = OrderedDict(checkpoint["state_dict"])
-            checkpoint["state_dict"]._metadata = OrderedDict(versions)  # as torch.load would give it back
-        return checkpoint
+        return state[ENTRY], state[VERSIONS]
 
 
-def _to_device(tree: Any, device: Any) -> Any:
-    if not isinstance(device, (str, torch.device)):
-        raise ConfigError(f"UnbrokenCheckpointIO: map_location must be a device or its name, not {device!r}")
+def _to_device(tree: Any, device: str | torch.device) -> Any:
     if isinstance(tree, torch.Tensor):
         return tree.to(device)
     if isinstance(tree, dict):
