@@ -179,33 +179,57 @@ def test_after_a_stop_request_one_checkpoint_per_step(run):
 
 def test_callback_without_the_plugin_is_refused(run):
     import lightning.pytorch as pl
-    import torch
     from unbroken.integrations.lightning import UnbrokenCallback
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False, callbacks=[UnbrokenCallback(run)])
+    with pytest.raises(ConfigError, match="UnbrokenCheckpointIO"):
+        trainer.fit(tiny_module_class()())
+    assert run.checkpoint.list() == []
+
+
+def tiny_module_class():
+    """A tiny LightningModule that counts its batches and records resume_position (lightning imported here)."""
+    import lightning.pytorch as pl
+    import torch
+    from unbroken.integrations.lightning import resume_position
 
     class Tiny(pl.LightningModule):
         def __init__(self):
             super().__init__()
             self.layer = torch.nn.Linear(2, 1)
+            self.position, self.batches = None, 0
 
         def training_step(self, batch, batch_idx):
+            self.batches += 1
             return self.layer(batch[0]).sum()
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=2)
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                         enable_model_summary=False, callbacks=[UnbrokenCallback(run)])
-    with pytest.raises(ConfigError, match="UnbrokenCheckpointIO"):
-        trainer.fit(Tiny(), data)
+        def train_dataloader(self):
+            self.position = resume_position(self.trainer)
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 2)), batch_size=2)
+
+    return Tiny
 
 
-def test_module_state_dict_versions_survive(run):
-    import torch
-    from unbroken.integrations.lightning import UnbrokenCheckpointIO
-    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    io = UnbrokenCheckpointIO(run)
-    io.save_checkpoint({**lightning_dict(1), "state_dict": module.state_dict()}, "a.ckpt")
-    loaded = io.load_checkpoint("a.ckpt")["state_dict"]
-    assert loaded._metadata == module.state_dict()._metadata  # BatchNorm's version, as torch.load keeps it
-    module.load_state_dict(loaded)
+@pytest.mark.parametrize("checkpoint, first_fit, expected", [
+    ({"every_n_train_steps": 3}, {"max_steps": 3}, (0, 3)),      # mid-epoch (4 batches an epoch)
+    ({"every_n_train_steps": 4}, {"max_epochs": 1}, (1, 0)),     # at the epoch's last batch
+    ({}, {"max_epochs": 1}, (1, 0)),                             # at the epoch's end
+])
+def test_resume_position_agrees_with_lightnings_loop(run, tmp_path, checkpoint, first_fit, expected):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from unbroken.integrations.lightning import UnbrokenCheckpointIO, resume_ckpt_path
+    tiny = tiny_module_class()
+    common = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                  plugins=[UnbrokenCheckpointIO(run)])
+    first = tiny()
+    pl.Trainer(callbacks=[ModelCheckpoint(save_top_k=-1, **checkpoint)], **first_fit, **common).fit(first)
+    assert first.position == (0, 0)
+    again = tiny()
+    pl.Trainer(max_epochs=2, enable_checkpointing=False, **common).fit(again, ckpt_path=resume_ckpt_path(run))
+    epoch, done = again.position
+    assert (epoch, done) == expected
+    assert again.batches == (2 - epoch) * 4 - done  # what Lightning trained after the resume
