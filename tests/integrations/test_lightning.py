@@ -187,6 +187,18 @@ def test_callback_without_the_plugin_is_refused(run):
     assert run.checkpoint.list() == []
 
 
+def test_module_state_dict_versions_survive(run):
+    import torch
+    from unbroken.integrations.lightning import UnbrokenCheckpointIO
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    io = UnbrokenCheckpointIO(run)
+    io.save_checkpoint({**lightning_dict(1), "state_dict": module.state_dict()}, "a.ckpt")
+    for map_location in (None, "cpu"):
+        loaded = io.load_checkpoint("a.ckpt", map_location=map_location)["state_dict"]
+        assert loaded._metadata == module.state_dict()._metadata  # BatchNorm's version, as torch.load keeps it
+        module.load_state_dict(loaded)
+
+
 def tiny_module_class():
     """A tiny LightningModule that counts its batches and records resume_position (lightning imported here)."""
     import lightning.pytorch as pl
