@@ -3,9 +3,10 @@
 Usage: lightning_train.py OUT EPOCHS. 12 batches an epoch, a checkpoint every 5 steps (so most
 are mid-epoch). The batch order of each epoch depends on the epoch only, and a resumed epoch
 skips the batches its checkpoint had trained: resumed and uninterrupted runs see the same data.
-Env LIGHTNING_CKPT_STEPS=N or "epoch" changes when ModelCheckpoint saves. Env LIGHTNING_SLURM=0/1: run under a (faked) SLURMEnvironment with auto_requeue off/on, and
-print which handler SIGUSR1 (Lightning's requeue signal) has while training. Env LIGHTNING_DDP=1:
-2 gloo ranks under `unbroken run --nproc-per-node 2` (each rank trains on half of every batch).
+Env LIGHTNING_CKPT_STEPS=N or "epoch" changes when ModelCheckpoint saves. Env LIGHTNING_SLURM=0/1:
+run under a (faked) SLURMEnvironment with auto_requeue off/on, and print which handler SIGUSR1
+(Lightning's requeue signal) has while training. Env LIGHTNING_DDP=1: 2 gloo ranks under
+`unbroken run --nproc-per-node 2` (each rank trains on half of every batch).
 """
 
 import os
