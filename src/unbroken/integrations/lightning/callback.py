@@ -46,9 +46,16 @@ class UnbrokenCallback(pl.Callback):
         self._handlers = {sig: signal.getsignal(sig) for sig in run.preempt.signals} if run.preempt.armed else {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and not isinstance(trainer.strategy.checkpoint_io, UnbrokenCheckpointIO):
+        """Refuse (ConfigError) a trainer without the plugin, or ranks unbroken.init() did not join as a group."""
+        if stage != "fit":
+            return
+        if not isinstance(trainer.strategy.checkpoint_io, UnbrokenCheckpointIO):
             raise ConfigError("UnbrokenCallback needs Trainer(plugins=[UnbrokenCheckpointIO(run)]): without it "
                               "Lightning's checkpoints are plain files unbroken cannot resume from")
+        if trainer.world_size != self.run.distributed.size:
+            raise ConfigError(f"the trainer has {trainer.world_size} ranks but unbroken.init() joined "
+                              f"{self.run.distributed.size}: call torch.distributed.init_process_group() before "
+                              "unbroken.init() so that the run is the ranks' group")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Lightning replaced the stop signals' handlers at the start of fit: give them back to unbroken.
@@ -88,15 +95,8 @@ class UnbrokenCallback(pl.Callback):
         trainer.save_checkpoint(label, weights_only=False)
 
     def _stop_agreed(self, trainer: pl.Trainer) -> bool:
-        """Stop at this batch? Every rank gets the same answer: True once any rank was asked to stop."""
-        preempt = self.run.preempt
-        if hasattr(preempt, "agree"):  # a torch.distributed group unbroken.init() joined: one allgather
-            return preempt.agree()
-        stop = preempt.should_preempt()
-        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(stop, all=False) and not stop:
-            preempt.request("another rank was asked to stop")
-            stop = True
-        return stop
+        """Stop at this batch? The same answer on every rank (in a group: one allgather)."""
+        return self.run.preempt.agree()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
