@@ -53,6 +53,23 @@ def test_sigterm_stops_both_ranks_at_one_step_after_one_commit_and_exits_75(tmp_
     assert "stopping at step" in out
 
 
+def test_a_users_torchrun_command_is_stopped_as_a_group_and_resumes(tmp_path):
+    home, steps = tmp_path / "home", tmp_path / "steps"
+    cmd = [sys.executable, "-m", "unbroken", "run", "--name", "ddp", "--backoff", "0", "--", sys.executable, "-m",
+           "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=2", str(JOB)]
+    env = job_env(home, STEPS="1000", SLOW="0.05", EVERY="1000", STEP_FILE=str(steps))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until(lambda: len(_steps(steps, 0)) >= 5 and len(_steps(steps, 1)) >= 5, timeout=60, what="training")
+    proc.send_signal(signal.SIGTERM)  # torchrun would kill its ranks on TERM: they must get the preempt signal
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 75, out[-3000:]
+    assert "--max-restarts=2 is set to 0" in out
+    assert _steps(steps, 0)[-1] == _steps(steps, 1)[-1] == _newest(home)
+    attempts, _ = _history(home)
+    assert [a.end_reason for a in attempts] == ["preempted"]
+    assert (home / "experiments" / "ddp" / "trial-1" / "logs" / "attempt-1-ranks").is_dir()
+
+
 #: SIGKILLs per run: each at a random moment (seeded; the seed is in every failure message).
 KILLS = 3
 

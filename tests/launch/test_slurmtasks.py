@@ -152,12 +152,12 @@ FAKE_SRUN = textwrap.dedent("""\
 
 FAKE_SCONTROL = textwrap.dedent("""\
     #!/bin/bash
-    # Records each call; `requeue` has the caller (the supervisor) killed just after it returns, as Slurm
-    # does (a kill that came before would not count as the answer to the requeue: see SlurmEnvironment).
+    # Records each call; `requeue` has the caller (the supervisor) signalled while the call still runs,
+    # as Slurm may: the supervisor must count that signal as the answer to its requeue.
     echo "$*" >> "$SCONTROL_CALLS"
     case $1 in
       show) echo "JobId=$SLURM_JOB_ID TimeLimit=UNLIMITED EndTime=Unknown" ;;
-      requeue) (sleep 0.5; kill -TERM $PPID) </dev/null >/dev/null 2>&1 & ;;
+      requeue) kill -TERM $PPID; sleep 0.3 ;;
     esac
 """)
 

@@ -210,7 +210,8 @@ class Supervisor:
 
     def _finish(self, decision: Decision) -> int:
         if decision.requeue:
-            self.env.requeue(decision.message, self._say, self._wait_for_signal)
+            before = self._signals  # Slurm's signal may come while `scontrol requeue` still runs
+            self.env.requeue(decision.message, self._say, lambda timeout: self._wait_for_signal(timeout, since=before))
         self._index("update the trial", self.tracker.update_trial, self.trial.id, status=decision.trial_status,
                     message=_trial_message(decision))
         where = f" [log: {self._log_path}]" if self._log_path else ""
@@ -280,16 +281,17 @@ class Supervisor:
             self._forward(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
     def _forward(self, sig: int) -> None:
-        if self.config.nproc_per_node is not None or is_srun(self.config.command):
+        if self.config.is_group or is_srun(self.config.command):
             # torchrun and srun kill their workers on TERM: a group gets the preempt signal
             sig = signal.Signals[self.config.preempt_signal]
         self._child.send_signal(sig)
         if self._kill_at is None:
             self._kill_at = self.clock.monotonic() + self.config.grace
 
-    def _wait_for_signal(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds until the supervisor receives another signal; True if one came."""
-        seen, end = self._signals, self.clock.monotonic() + timeout
+    def _wait_for_signal(self, timeout: float, since: int | None = None) -> bool:
+        """Block up to ``timeout`` seconds until the supervisor has received a signal after the
+        ``since``-th one (default: from now on); True if one came."""
+        seen, end = self._signals if since is None else since, self.clock.monotonic() + timeout
         while self._signals == seen and self.clock.monotonic() < end:
             self.clock.sleep(min(0.1, max(0.0, end - self.clock.monotonic())))
         return self._signals != seen
@@ -319,7 +321,7 @@ class Supervisor:
     def _message(self, attempt_id: int, outcome: Outcome) -> str:
         """How the attempt ended; for a group, after what its launcher recorded (which rank failed, why)."""
         text = describe(outcome)
-        if self.config.nproc_per_node is None or outcome.kind != "crashed":
+        if not self.config.is_group or outcome.kind != "crashed":
             return text
         attempt = self._index("read the attempt", self.tracker.attempt, attempt_id)
         return f"{attempt.message} ({text})" if attempt is not None and attempt.message else text
