@@ -26,7 +26,7 @@ from procs import child_env
 from waiting import wait_until
 
 import unbroken
-from unbroken.errors import CheckpointNotFound, ConfigError, UnsupportedValue
+from unbroken.errors import CheckpointNotFound, ConfigError, PickleNotAllowed, UnsupportedValue
 
 pytestmark = pytest.mark.slow
 PROGRAM = Path(__file__).resolve().parent / "programs" / "lightning_train.py"
@@ -161,7 +161,12 @@ def test_plugin_refuses_objects_unless_pickle_allowed(run):
     checkpoint = {**lightning_dict(1), "hyper_parameters": {"loss": object()}}
     with pytest.raises(UnsupportedValue, match="allow_pickle=True"):
         UnbrokenCheckpointIO(run).save_checkpoint(checkpoint, "a.ckpt")
-    assert run.checkpoint.list() == []
+    assert run.checkpoint.list() == []  # refused before anything was written
+    UnbrokenCheckpointIO(run, allow_pickle=True).save_checkpoint(checkpoint, "b.ckpt")
+    with pytest.raises(PickleNotAllowed):
+        UnbrokenCheckpointIO(run).load_checkpoint("b.ckpt")
+    loaded = UnbrokenCheckpointIO(run, allow_pickle=True).load_checkpoint("b.ckpt")
+    assert type(loaded["hyper_parameters"]["loss"]) is object
     with pytest.raises(ConfigError, match="storage_options"):
         UnbrokenCheckpointIO(run).save_checkpoint(lightning_dict(1), "a.ckpt", storage_options={"x": 1})
 
