@@ -55,7 +55,8 @@ class UnbrokenCheckpointIO(CheckpointIO):
         same weights, and an epoch-end save after a mid-epoch stop would misstate the progress.
         """
         if storage_options is not None:
-            raise ConfigError("UnbrokenCheckpointIO takes no storage_options: storage is unbroken's (init(storage=...))")
+            raise ConfigError("UnbrokenCheckpointIO takes no storage_options: the storage is unbroken's "
+                              "(init(storage=...))")
         steps = int(checkpoint.get("global_step", 0))
         if self.run.preempt.should_preempt():
             if self._stop_saved_at == steps:
