@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             del tensors
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"| layout | mode | bytes written / save | of the state | stall (s) | stall / memcpy | durable save (s) |")
+    print("| layout | mode | bytes written / save | of the state | stall (s) | stall / memcpy | durable save (s) |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['layout']} | {r['mode']} | {r['bytes_written'] / 2**20:.0f} MiB | "

@@ -18,7 +18,7 @@ from spotserver import SpotServer
 from unbroken.checkpoint.store.trialstore import trial_store
 from unbroken.launch.spot import (GCP_WARNING_SECONDS, AwsSpot, AzureSpot, GcpSpot, Response, SpotNotice,
                                   SpotServiceError, detect, endpoint, parse_aws, parse_azure, parse_gcp, provider)
-from unbroken.launch.spotwatch import SpotWatcher, spot_watcher
+from unbroken.launch.spotwatch import SpotWatcher
 from unbroken.paths import TrialPaths
 from unbroken.tracking import Tracker
 
