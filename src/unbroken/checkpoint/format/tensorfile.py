@@ -220,3 +220,27 @@ def _check_coverage(entries: list[TensorEntry], data_size: int) -> None:
         position = entry.end
     if position != data_size:
         raise TensorFileError(f"tensor data covers {position} bytes but the file has {data_size}")
+
+
+def pread_header(fd: int, file_size: int, limit: int = MAX_HEADER) -> tuple[Header, bytes]:
+    """Read and validate the header of an open file of ``file_size`` bytes with ``pread`` (the
+    descriptor's position is not used); return it and its raw bytes, length prefix included.
+
+    ``limit`` bounds the header length before it is read (see :func:`max_header_size`).
+    Raises :class:`TensorFileError` for a malformed or truncated header, OSError for read errors.
+    """
+    first = _pread_upto(fd, min(8, file_size), 0)
+    n = header_length(first, file_size, limit)
+    raw = first + _pread_upto(fd, n, 8)
+    return parse_header(raw, file_size), raw
+
+
+def _pread_upto(fd: int, n: int, offset: int) -> bytes:
+    """``n`` bytes at ``offset``, or fewer where the file ends first."""
+    data = b""
+    while len(data) < n:
+        more = os.pread(fd, n - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
