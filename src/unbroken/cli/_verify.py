@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
+from ..checkpoint.saving import flatten
 from ..checkpoint.saving.statefile import STATE_JSON, TENSORS_FILE
 from ..errors import CheckpointGone, CorruptCheckpoint, NotFound, UnsupportedFormatVersion
 from . import _checks
@@ -138,6 +139,9 @@ def export(ctx: click.Context, source: str, uuid: str | None, dest: Path, as_jso
     and MANIFEST.json into DIR (new or empty); --to FILE.safetensors writes the tensors of a
     checkpoint saved from unbroken.State (readable by the safetensors library). Without --uuid
     the newest checkpoint that verifies is taken; corrupt ones are skipped and reported.
+    An incremental checkpoint is written out complete: one tensor file with every tensor (its
+    own and those of the earlier checkpoints it refers to, each checked against its checksum)
+    and, for a folder, a MANIFEST.json without references (same uuid and steps).
 
     \b
     --json prints:
@@ -187,19 +191,31 @@ def _check_dest(dest: Path, tensors_only: bool) -> None:
 
 
 def _export_dir(entry: Entry, dest: Path) -> list[str]:
+    """Copy checkpoint ``entry`` into the new or empty folder ``dest``; return the files written.
+
+    An incremental checkpoint is flattened (:func:`~unbroken.checkpoint.saving.flatten.flatten_checkpoint`):
+    one complete tensor file and a manifest without references, same uuid and steps.
+    """
     manifest = _manifest_of(entry)
     staging = _staging(dest)
-    staging.mkdir(parents=True)
     try:
-        with out.byte_progress(manifest.size, f"exporting {entry.uuid}") as advance:
-            for file in manifest.files:
-                _checks.copy_file(entry, file, staging / file.path, advance)
-        _checks.copy_manifest(entry, staging / "MANIFEST.json")
+        if manifest.refs:
+            with out.byte_progress(flatten.sources_size(manifest), f"exporting {entry.uuid}") as advance:
+                written = flatten.flatten_checkpoint(entry.local_directory(), manifest, staging,
+                                                     resolve=_resolver(entry), progress=advance)
+            files = [f.path for f in written.files]
+        else:
+            staging.mkdir(parents=True)
+            with out.byte_progress(manifest.size, f"exporting {entry.uuid}") as advance:
+                for file in manifest.files:
+                    _checks.copy_file(entry, file, staging / file.path, advance)
+            _checks.copy_manifest(entry, staging / "MANIFEST.json")
+            files = [f.path for f in manifest.files]
         os.replace(staging, dest)  # dest is absent or an empty folder
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return [f.path for f in manifest.files] + ["MANIFEST.json"]
+    return files + ["MANIFEST.json"]
 
 
 def _export_tensors(entry: Entry, dest: Path) -> list[str]:
@@ -208,13 +224,18 @@ def _export_tensors(entry: Entry, dest: Path) -> list[str]:
     if STATE_JSON not in files:
         raise CliError(f"checkpoint {entry.uuid} holds no State tensors: it was not saved from unbroken.State "
                        f"(no {STATE_JSON}); export it to a folder instead (--to DIR)")
-    if TENSORS_FILE not in files:
+    if TENSORS_FILE not in files and not manifest.refs:
         raise CliError(f"checkpoint {entry.uuid} holds no {TENSORS_FILE}: its State has no tensors")
     staging = _staging(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with out.byte_progress(files[TENSORS_FILE].size, f"exporting {entry.uuid}") as advance:
-            _checks.copy_file(entry, files[TENSORS_FILE], staging, advance)
+        if manifest.refs:  # incremental: every tensor, own and referenced, into one complete file
+            with out.byte_progress(flatten.sources_size(manifest), f"exporting {entry.uuid}") as advance:
+                flatten.flatten_tensors(entry.local_directory(), manifest, staging, resolve=_resolver(entry),
+                                        progress=advance)
+        else:
+            with out.byte_progress(files[TENSORS_FILE].size, f"exporting {entry.uuid}") as advance:
+                _checks.copy_file(entry, files[TENSORS_FILE], staging, advance)
         os.replace(staging, dest)
     except BaseException:
         staging.unlink(missing_ok=True)
@@ -222,15 +243,24 @@ def _export_tensors(entry: Entry, dest: Path) -> list[str]:
     return [TENSORS_FILE]
 
 
+def _resolver(entry: Entry) -> Callable[[str], Path] | None:
+    """Where the checkpoints an incremental one refers to are: beside it (None), or for an object
+    store a fresh download of each (what is checked is the storage, not an older cached copy)."""
+    store = entry.store
+    if store is None or store.storage.is_local:
+        return None
+
+    def resolve(uuid: str) -> Path:
+        store.storage.forget_copy(uuid)
+        return store.local_copy(uuid)
+    return resolve
+
+
 def _manifest_of(entry: Entry):
     if entry.newer:
         raise UnsupportedFormatVersion(entry.problem)
     if entry.manifest is None:
         raise CorruptCheckpoint(entry.problem or f"checkpoint {entry.uuid} has no valid manifest")
-    if entry.manifest.refs:
-        raise CliError(f"checkpoint {entry.uuid} is incremental: it refers to files of "
-                       f"{', '.join(sorted(entry.manifest.ref_uuids))}, so it cannot be exported on its own yet; "
-                       "load it with unbroken.checkpoint.files.load or run.restore and save it again")
     return entry.manifest
 
 
@@ -241,7 +271,8 @@ def _staging(dest: Path) -> Path:
 def _report_export(entry: Entry, target: Target, dest: Path, files: list[str], tensors_only: bool,
                    as_json: bool) -> None:
     m = entry.manifest
-    size = sum(f.size for f in m.files if not tensors_only or f.path == TENSORS_FILE)
+    size = sum((dest / f).stat().st_size for f in files if f != "MANIFEST.json") if not tensors_only \
+        else dest.stat().st_size
     if as_json:
         out.emit_json({"uuid": m.uuid, "steps_completed": m.steps_completed, "source": str(entry.directory),
                        "to": str(dest), "format": "safetensors" if tensors_only else "directory",
