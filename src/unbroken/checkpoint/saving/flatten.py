@@ -75,8 +75,9 @@ class _Part:
 
     @property
     def label(self) -> str:
-        own = f"checkpoint {self.uuid}: file {self.entry.path}"
-        return own if self.user is None else f"checkpoint {self.user} uses file {self.entry.path} of checkpoint {self.uuid}"
+        if self.user is None:
+            return f"checkpoint {self.uuid}: file {self.entry.path}"
+        return f"checkpoint {self.user} uses file {self.entry.path} of checkpoint {self.uuid}"
 
 
 @dataclasses.dataclass
