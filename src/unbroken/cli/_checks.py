@@ -44,6 +44,11 @@ class Entry:
     def size(self) -> int:
         return self.manifest.size if self.manifest else 0
 
+    @property
+    def verify_size(self) -> int:
+        """Bytes a verification reads: its own files and the earlier files it uses."""
+        return self.size + (self.manifest.referenced_size if self.manifest else 0)
+
     def local_directory(self) -> Path:
         """The folder to read: its own, or a fresh download of what an object store holds (so that
         what is checked is the storage, not an older cached copy)."""
@@ -122,15 +127,27 @@ def check(entry: Entry, advance: Advance) -> Outcome:
             return GONE
         return Outcome("corrupt", reason(entry.uuid, entry.problem), damaged=not entry.newer)
     try:
-        if entry.manifest.refs and entry.store is not None:  # incremental: follow the references too
+        if entry.manifest.refs and entry.store is not None:  # incremental on an object store: the store follows
             entry.store.verify(entry.uuid, force=True)
         else:
             verify_mod.verify_checkpoint(entry.local_directory(), entry.manifest, progress=advance)
+            _check_refs(entry, advance)
     except CheckpointGone:
         return GONE
     except (CorruptCheckpoint, StorageError) as exc:
         return Outcome("corrupt", reason(entry.uuid, str(exc)), damaged=True)
     return OK
+
+
+def _check_refs(entry: Entry, advance: Advance) -> None:
+    """An incremental checkpoint in a folder: the files it uses from the checkpoints beside it verify too."""
+    for ref in entry.manifest.refs:
+        holder = Path(entry.directory).parent / ref.uuid
+        try:
+            verify_mod.verify_file(holder, ref.uuid, ref.entry, progress=advance)
+        except (CorruptCheckpoint, CheckpointGone, StorageError) as exc:
+            raise CorruptCheckpoint(f"checkpoint {entry.uuid} uses file {ref.path} of checkpoint {ref.uuid}, "
+                                    f"which fails verification: {exc}") from None
 
 
 def verify(entry: Entry, advance: Advance) -> str | None:

@@ -230,14 +230,15 @@ def _gc_corrupt(site: _Site, tracker: Tracker | None, dry_run: bool) -> list[dic
     if target.tracker is not None:
         marked = {r.uuid for r in target.tracker.checkpoints(site.trial.id) if r.state == "corrupt"}
     doomed = []
-    for entry in _checks.entries(target):
+    for entry in reversed(_checks.entries(target)):  # newest first: an incremental checkpoint before what it uses
         why = _why_corrupt(entry, marked)
         if not dry_run and entry.uuid in marked:
             record_outcome(target, entry, why)  # a mark that no longer holds is cleared
         if why is None:
             continue
         if not dry_run and not target.store.try_delete(entry.uuid):
-            click.echo(f"skipped {entry.uuid} of {site.ref}: it is being read (a restore holds it)", err=True)
+            click.echo(f"skipped {entry.uuid} of {site.ref}: it is being read (a restore holds it), or later "
+                       "checkpoints use its files", err=True)
             continue
         doomed.append(_item(site, "corrupt", entry.uuid, why))
         if not dry_run and target.tracker is not None:

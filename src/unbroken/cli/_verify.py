@@ -30,7 +30,7 @@ def check_all(target: Target, items: list[Entry]) -> dict[str, _checks.Outcome]:
     A checkpoint gone meanwhile, or written by a newer unbroken, is never marked corrupt.
     """
     results: dict[str, _checks.Outcome] = {}
-    with out.byte_progress(sum(e.size for e in items), f"verifying {target.label}") as advance:
+    with out.byte_progress(sum(e.verify_size for e in items), f"verifying {target.label}") as advance:
         for entry in items:
             results[entry.uuid] = _checks.check(entry, advance)
     if target.tracker is not None:
