@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..cli._checks import entries
+from ..checkpoint.format import manifest as manifest_mod
+from ..cli._checks import entries, read_manifest
 from ..cli._resolve import trial_target
 from ..cli._verify import _export_dir, check_all
 from ..errors import ConfigError, CorruptCheckpoint
@@ -51,6 +52,9 @@ def export(home: Path, tracker: Tracker, trial: Trial, uuid: str) -> dict[str, A
     existed = (dest / "MANIFEST.json").is_file()
     if dest.exists() and not existed:
         raise ConfigError(f"{dest} exists and holds no exported checkpoint: remove it and export again")
-    files = [f.path for f in entry.manifest.files] + ["MANIFEST.json"] if existed else _export_dir(entry, dest)
-    return {"uuid": uuid, "steps_completed": entry.manifest.steps_completed, "to": str(dest), "files": files,
-            "size_bytes": entry.manifest.size, "existed": existed}
+    if not existed:
+        _export_dir(entry, dest)
+    exported = manifest_mod.parse(read_manifest(dest))  # an incremental checkpoint is exported complete
+    return {"uuid": uuid, "steps_completed": exported.steps_completed, "to": str(dest),
+            "files": [f.path for f in exported.files] + ["MANIFEST.json"], "size_bytes": exported.size,
+            "existed": existed}
