@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import random
 import signal
 import subprocess
 import sys
-import time
 
-from ranks import JOB, final_params, job_env, same, torchrun
+from ranks import JOB, final_params, job_env, kill_at_random_moments, kill_seed, same, torchrun
 from waiting import wait_until
 
 from unbroken.checkpoint import CheckpointStore
@@ -75,29 +72,14 @@ KILLS = 3
 
 
 def test_ranks_killed_at_random_moments_restart_the_group_and_it_ends_bitwise_equal(tmp_path):
-    seed = int(os.environ.get("UNBROKEN_KILL_SEED", time.time_ns() % 2**32))
-    rng = random.Random(seed)
+    seed = kill_seed()
     job = dict(STEPS="40", OWN_MB="8")  # 8 MiB per rank, written every step: many kills land in a save
     ref = torchrun(tmp_path / "ref", OUT=str(tmp_path / "ref"), **job)
     assert ref.returncode == 0, ref.stderr[-3000:]
     home, steps = tmp_path / "home", tmp_path / "steps"
     proc = _supervised(home, "--max-restarts", str(KILLS + 2), SLOW="0.05", STEP_FILE=str(steps),
                        OUT=str(tmp_path / "out"), **job)
-    killed, dead = [], set()
-    for _ in range(KILLS):
-        pids = wait_until(lambda: _fresh_group(home, dead) or proc.poll() is not None, timeout=60,
-                          what=f"a new group (seed {seed})")
-        done = len(_steps(steps, 0))
-        wait_until(lambda: len(_steps(steps, 0)) > done or proc.poll() is not None, timeout=60,
-                   what=f"a step of the new group (seed {seed})")
-        time.sleep(rng.uniform(0.0, 0.6))  # the random moment: in a step, a save or a commit
-        victim = rng.choice((0, 1))
-        try:
-            os.kill(pids[victim], signal.SIGKILL)
-        except (ProcessLookupError, TypeError):  # the training ended first
-            break
-        killed.append(victim)
-        dead |= set(pids)
+    killed = kill_at_random_moments(proc, home, lambda: len(_steps(steps, 0)), seed, KILLS)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, f"seed {seed}: {out[-4000:]}"
     assert same(final_params(tmp_path / "out"), final_params(tmp_path / "ref")), f"seed {seed}, killed {killed}"
@@ -119,22 +101,3 @@ def _history(home):
         tracker.close()
     folder = home / "experiments" / "ddp" / "trial-1" / "checkpoints"
     return attempts, CheckpointStore(LocalStorage(folder)).list()
-
-
-def _fresh_group(home, dead: set[int]) -> tuple[int, int] | None:
-    """The pids of ranks 0 and 1 of a group none of whose ranks is in ``dead`` (found through /proc)."""
-    pids = tuple(_find_rank(home, rank) for rank in (0, 1))
-    return pids if None not in pids and not dead & set(pids) else None
-
-
-def _find_rank(home, rank: int) -> int | None:
-    """The pid of the live worker with RANK=rank, or None."""
-    for entry in os.listdir("/proc"):
-        try:
-            env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if f"UNBROKEN_HOME={home}".encode() in env and f"RANK={rank}".encode() in env \
-                and b"TORCHELASTIC_RUN_ID" in b" ".join(env) and f"LOCAL_RANK={rank}".encode() in env:
-            return int(entry)
-    return None
