@@ -9,6 +9,12 @@ the next snapshot whenever it is large enough, so only the first save pays for f
 memory in. It is page-locked (pinned) when a tensor lives on a GPU, which makes the
 device-to-host copies asynchronous and as fast as the bus allows.
 
+Host tensors are copied by numpy, byte for byte, in the training thread alone (GIL released),
+not by ``torch.Tensor.copy_``: torch splits every copy among its intra-op threads, and on busy
+cores each of those parallel regions waits until all its threads are scheduled. Measured on 2
+loaded cores, 1 GiB in 388 tensors: 0.34-1.04 s with torch's 2 threads, 0.07 s with one
+(numpy, or torch with 1 thread) -- a single thread already copies at memory speed.
+
 Change detection (incremental saves): with ``compare=True``, when the buffer still holds the
 previous snapshot in the same layout, each host tensor is first compared with its bytes there
 (8-byte words, stopping at the first differing chunk) and copied only if it differs. Equal
@@ -158,11 +164,13 @@ class Snapshotter:
         for entry in header.entries:
             value = tensors[entry.name]
             a, b = start + entry.begin, start + entry.end
-            if compare:
-                source = arrays.readable_bytes(value)
-                if source is not None and arrays.same_bytes(source, image.array[a:b]):
+            source = arrays.readable_bytes(value)  # a plain host block: its bytes, no copy
+            if source is not None:
+                if compare and arrays.same_bytes(source, image.array[a:b]):
                     unchanged.append(entry.name)
-                    continue
+                else:
+                    np.copyto(image.array[a:b], source)  # one thread, GIL released
+                continue
             if as_tensor is not None and not isinstance(value, np.ndarray):
                 arrays.copy_into(value, as_tensor[a:b])
             else:
