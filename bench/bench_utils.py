@@ -34,6 +34,23 @@ def drop_caches() -> bool:
     return True
 
 
+def cold_after_reading(*paths: Path) -> bool:
+    """Read every file under ``paths`` once (untimed), then :func:`drop_caches`.
+
+    Every cold measurement starts from this same state: cold in this machine's page cache,
+    just read below it. On the virtual disks measured here, a cold buffered read of bytes
+    last read 0 s before took 0.45 s per GiB, 5 s before 1.5 s, 20 s before 2.1 s (the
+    host's own caching; direct reads did not show it), so without this a cold read measured
+    how long ago its data was last touched: a limit measured right after reading the same
+    file beat a restore of a file written seconds earlier by 2-3x for no reason of its own.
+    """
+    for path in paths:
+        files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+        for f in files:
+            dd(f"if={f}", "of=/dev/null")
+    return drop_caches()
+
+
 def timed(fn: Callable[[], object]) -> float:
     """Return the wall-clock seconds one call of ``fn`` takes."""
     t0 = time.perf_counter()
@@ -178,3 +195,63 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 def fmt(value: float | None, digits: int = 2) -> str:
     """Format a number for a table; None (not measured) becomes an en dash."""
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+#: The body of one busy process: a single-threaded float32 matmul loop (a CPU-bound training
+#: step's arithmetic), counting its steps so that the work done beside a measurement is known.
+_BUSY_LOOP = """
+import os, signal, sys, time
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch
+torch.set_num_threads(1)
+steps, stop = 0, []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+a = torch.randn(384, 384)
+b = torch.randn(384, 384)
+print("ready", flush=True)
+t0 = time.perf_counter()
+while not stop:
+    a = torch.tanh(a @ b)
+    steps += 1
+print(steps / (time.perf_counter() - t0), flush=True)
+"""
+
+
+class BusyLoad:
+    """``n`` CPU-bound helper processes (one core each) running while the ``with`` block runs.
+
+    Each is a separate interpreter (``subprocess``, nothing inherited from the benchmark's
+    memory) looping over single-threaded matmuls; ``__enter__`` returns once all of them run,
+    ``__exit__`` stops them (SIGTERM) and records each one's steps per second in
+    ``steps_per_s``, so a report can say how much work went on beside the measurements.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.steps_per_s: list[float] = []
+        self._procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "BusyLoad":
+        import sys
+
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        for _ in range(self.n):
+            self._procs.append(subprocess.Popen([sys.executable, "-c", _BUSY_LOOP], env=env, text=True,
+                                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL))
+        for proc in self._procs:
+            if proc.stdout.readline().strip() != "ready":
+                self.__exit__(None, None, None)
+                raise RuntimeError("a busy helper process did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._procs:
+            out, _ = proc.communicate(timeout=30)
+            try:
+                self.steps_per_s.append(float(out.strip().splitlines()[-1]))
+            except (ValueError, IndexError):
+                pass
+        self._procs = []

@@ -11,8 +11,10 @@ a transformer-like mix of ~390 weights, biases and norms), and for each register
 and, in the same repetition, the limits they are compared with: a copy of the same tensors
 into preallocated memory (numpy, one thread; torch ``copy_``), ``dd conv=fsync``,
 ``dd oflag=direct`` and 4 parallel ``oflag=direct`` writes of as many random bytes, and cold
-``dd`` reads (``iflag=direct``, 4 parallel, buffered; after drop_caches), each the best of two
-tries. Ratios are taken per repetition against the limits of the same repetition, and the
+``dd`` reads (``iflag=direct``, 4 parallel, buffered), each the best of two tries. Every cold
+read, dd's and the methods' restores alike, starts right after an untimed read of the same
+files and drop_caches (``bench_utils.cold_after_reading``: on virtual disks the time since the
+bytes were last read changes a cold read by up to 4x). Ratios are taken per repetition against the limits of the same repetition, and the
 median is reported (the machine is shared and noisy).
 
 ``--from-json results.json`` rewrites the reports of an earlier run without measuring.
@@ -21,7 +23,12 @@ Usage::
 
     python bench/checkpoint_bench.py [--sizes 1,4] [--reps 3] [--quick] [--out bench/results]
                                      [--workdir DIR] [--methods NAME,...] [--layouts ...]
-                                     [--from-json PATH]
+                                     [--busy N] [--from-json PATH]
+
+``--busy N`` (the loaded variant) runs N CPU-bound helper processes (a single-threaded matmul
+loop each, like a training step's arithmetic) from before the first measurement until after
+the last, so every figure of the run (limits included) is measured with the cores busy; the
+reports say so, with the load average seen and the helpers' step rate.
 
 Writes ``<out>/results.md``, ``<out>/results.json`` and ``<out>/checkpoint_bench.png``.
 Needs root for drop_caches (otherwise "cold" is marked as not cold) and about 3x the largest
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -44,9 +52,11 @@ import torch
 
 from bench_utils import (
     DD_BLOCK_BYTES,
+    BusyLoad,
     GiB,
     available_memory,
     check_free_space,
+    cold_after_reading,
     dd,
     dd_parallel,
     drop_caches,
@@ -206,6 +216,10 @@ def disk_limits(workdir: Path, src: Path) -> dict[str, float]:
         """Preparation that leaves only ``path`` in the page cache (read untimed)."""
         return lambda: (drop_caches(), dd(f"if={path}", "of=/dev/null"))
 
+    def cold(path: Path) -> Callable[[], object]:
+        """Preparation of a cold read: the same state as a method's cold restore."""
+        return lambda: cold_after_reading(path)
+
     def fresh_dst() -> None:
         dst.unlink(missing_ok=True)
         cache(src)()
@@ -217,9 +231,9 @@ def disk_limits(workdir: Path, src: Path) -> dict[str, float]:
         ("dd write conv=fsync", fresh_dst, [(*write, "conv=fsync")]),
         ("dd write oflag=direct", fresh_dst, [(*write, "conv=fsync", "oflag=direct")]),
         (f"dd write oflag=direct x{DD_WAYS} parallel", fresh_dst, par_write),
-        ("dd read cold iflag=direct", drop_caches, [(*read, "iflag=direct")]),
-        (f"dd read cold iflag=direct x{DD_WAYS} parallel", drop_caches, par_read),
-        ("dd read cold buffered", drop_caches, [read]),
+        ("dd read cold iflag=direct", cold(dst), [(*read, "iflag=direct")]),
+        (f"dd read cold iflag=direct x{DD_WAYS} parallel", cold(dst), par_read),
+        ("dd read cold buffered", cold(dst), [read]),
         ("dd read warm (page cache)", cache(dst), [read]),
     ]
     limits = {label: best_of(LIMIT_TRIES, prepare, lambda: dd_parallel(jobs)) for label, prepare, jobs in plan}
@@ -267,7 +281,7 @@ def measure_restore(method: CheckpointMethod, path: Path, variant: str, like: di
         reset(like)
         gc.collect()
         if label == "cold_s":
-            drop_caches()
+            cold_after_reading(path)  # the state of the dd cold reads (see cold_after_reading)
         out[label] = timed(lambda: (method.load(path, like, variant), sync()))
         verify(like, state)
     return out
@@ -287,6 +301,15 @@ def measure_method(method: CheckpointMethod, state: dict, like: dict, path: Path
         gc.collect()
 
 
+def prepare_method(method: CheckpointMethod, state: dict, path: Path) -> float | None:
+    """Seconds of the method's one-time preparation for this state (None if it failed)."""
+    try:
+        return timed(lambda: method.prepare(state, path))
+    except Exception as exc:  # the method's saves still run and report their own errors
+        log(f"  {method.name}: prepare failed: {exc!r}")
+        return None
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -299,7 +322,9 @@ def run_layout(size: float, layout: str, reps: int, methods: dict, workdir: Path
         "size_gib": size, "layout": layout, "n_tensors": len(shapes),
         "state_bytes": state_bytes(state), "dd_bytes": src.stat().st_size,
         "limits": defaultdict(list), "methods": {name: [] for name in methods},
+        "loadavg_1min": [os.getloadavg()[0]],
     }  # fmt: skip
+    entry["prepare_s"] = {name: prepare_method(method, state, workdir / "ckpt") for name, method in methods.items()}
     for rep in range(reps):
         log(f"{size:g} GiB {layout}: repetition {rep + 1}/{reps}: limits")
         for source in (disk_limits(workdir, src), memory_limits(state, like)):
@@ -308,6 +333,7 @@ def run_layout(size: float, layout: str, reps: int, methods: dict, workdir: Path
         for name, method in methods.items():
             log(f"{size:g} GiB {layout}: repetition {rep + 1}/{reps}: {name}")
             entry["methods"][name].append(measure_method(method, state, like, workdir / "ckpt"))
+        entry["loadavg_1min"].append(os.getloadavg()[0])
     entry["limits"] = dict(entry["limits"])
     del state, like
     gc.collect()
@@ -354,7 +380,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated layouts")
     p.add_argument("--from-json", type=Path, help="only rewrite the reports of a results.json into --out")
     p.add_argument("--device", default="cpu", help="where the state lives: cpu (default) or cuda")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="loaded variant: N CPU-bound helper processes run beside every measurement")
     args = p.parse_args(argv)
+    if args.busy < 0:
+        p.error("--busy takes the number of busy helper processes (0 or more)")
     args.sizes = [1.0] if args.quick else [float(s) for s in args.sizes.split(",")]
     args.reps = 1 if args.quick else args.reps
     args.layouts = [s.strip() for s in args.layouts.split(",")]
@@ -387,12 +417,15 @@ def main(argv: list[str] | None = None) -> None:
     data = {
         "command": " ".join(["python", *sys.argv]), "reps": args.reps, "device": DEVICE,
         "machine": machine_info(args.workdir), "cold_cache_ok": cold_ok,
-        "unbroken_status": unbroken_status, "setup": setup, "runs": [],
+        "unbroken_status": unbroken_status, "setup": setup, "runs": [], "busy": args.busy,
     }  # fmt: skip
     try:
-        for size in args.sizes:
-            data["runs"] += run_size(size, args, methods, args.workdir)
-            write_outputs(args.out, data)  # after every size, so a later failure loses less
+        with BusyLoad(args.busy) as busy:
+            for size in args.sizes:
+                data["runs"] += run_size(size, args, methods, args.workdir)
+                write_outputs(args.out, data)  # after every size, so a later failure loses less
+        data["busy_steps_per_s"] = busy.steps_per_s
+        write_outputs(args.out, data)
     finally:
         for method in methods.values():
             method.close()

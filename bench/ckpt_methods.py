@@ -91,6 +91,8 @@ class CheckpointMethod:
 
     - ``setup(workdir)``: once, before anything is timed (spawn helpers, warm up). Its
       duration is reported separately as a one-time cost.
+    - ``prepare(state, path)``: once per state before its first save, untimed (reported as
+      ``prepare_s``): what a job does once after building its model.
     - ``save(state, path)``: blocks the caller for exactly as long as training would be
       blocked (the *stall*). ``state`` may change as soon as it returns, so an asynchronous
       method must have taken its snapshot by then. At most one save is in flight: a save
@@ -109,6 +111,11 @@ class CheckpointMethod:
 
     def setup(self, workdir: Path) -> None:
         """One-time preparation; default: nothing."""
+
+    def prepare(self, state: State, path: Path) -> None:
+        """Once per state, untimed, before its first save: what a training job does once after
+        building or restoring its model (e.g. get a reusable staging buffer ready); must
+        return when that work is done. Default: nothing."""
 
     def save(self, state: State, path: Path) -> None:
         raise NotImplementedError

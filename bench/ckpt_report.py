@@ -86,8 +86,23 @@ def _limit_cell(entry: dict, key: str) -> str:
     return "–" if seconds is None else f"{seconds:.3f} s ({n_bytes / seconds / GB:.2f} GB/s)"
 
 
-def size_report(size: float, entries: list[dict], cold_ok: bool) -> str:
-    """The markdown section of one state size."""
+def load_line(data: dict) -> str:
+    """What ran beside the measurements: the loaded variant's helpers, and the load average seen."""
+    busy = data.get("busy", 0)
+    seen = [v for e in data["runs"] for v in e.get("loadavg_1min", [])]
+    load = f"1-minute load average during the measurements {min(seen):.1f}–{max(seen):.1f} " if seen else ""
+    cores = data["machine"].get("cores", "?")
+    if not busy:
+        return f"Unloaded run (no helper processes; {load}on {cores} cores)."
+    rates = data.get("busy_steps_per_s") or []
+    rate = f"; their matmul steps per second: {', '.join(f'{r:.0f}' for r in rates)}" if rates else ""
+    return (f"**Loaded variant**: {busy} CPU-bound helper process(es) (a single-threaded matmul loop each) "
+            f"ran beside every measurement, limits included ({load}on {cores} cores{rate}). "
+            f"The `busy` column says so in every row.")
+
+
+def size_report(size: float, entries: list[dict], cold_ok: bool, busy: int = 0) -> str:
+    """The markdown section of one state size (``busy``: helper processes beside it, a column)."""
     if entries and "skipped" in entries[0]:
         return f"## {size:g} GiB\n\nSkipped: {entries[0]['skipped']}.\n"
     cold = "cold" if cold_ok else "cold (NOT cold: drop_caches failed)"
@@ -103,7 +118,7 @@ def size_report(size: float, entries: list[dict], cold_ok: bool) -> str:
     for e in entries:
         for name, m in e["summary"]["methods"].items():
             save_rows.append([
-                name, e["layout"], fmt(m["stall_s"], 3), fmt(m["save_s"], 3),
+                name, e["layout"], busy, fmt(m["stall_s"], 3), fmt(m["save_s"], 3),
                 fmt(None if m["bytes_written"] is None else m["bytes_written"] / GiB, 3),
                 fmt(m["stall_vs_copy"]), fmt(m["save_vs_dd"]), fmt(m.get("save_vs_best_dd")),
                 fmt(m.get("refsync_s"), 3),
@@ -111,20 +126,23 @@ def size_report(size: float, entries: list[dict], cold_ok: bool) -> str:
             ])  # fmt: skip
         for name, r in e["summary"]["restores"].items():
             restore_rows.append([
-                name, e["layout"], fmt(r["cold_s"], 3), fmt(r["warm_s"], 3),
+                name, e["layout"], busy, fmt(r["cold_s"], 3), fmt(r["warm_s"], 3),
                 fmt(r["cold_vs_dd"]), fmt(r["warm_vs_dd"]),
             ])  # fmt: skip
+    prepared = [f"{n} {s:.2f} s ({e['layout']})" for e in entries for n, s in e.get("prepare_s", {}).items()
+                if s is not None and s >= 0.01]
     parts += [
         "### Save",
+        "One-time preparation before the first save (untimed in the stall): " + (", ".join(prepared) or "none") + ".",
         markdown_table(
-            ["method", "layout", "stall s", "durable save s", "written GiB",
+            ["method", "layout", "busy", "stall s", "durable save s", "written GiB",
              "stall ÷ memcpy", "save tput ÷ dd fsync tput", "save tput ÷ best dd write tput",
              "re-fsync s", "errors"],
             save_rows,
         ),
         f"### Restore into preallocated tensors ({cold} and warm page cache)",
         markdown_table(
-            ["save → restore", "layout", f"{cold} s", "warm s",
+            ["save → restore", "layout", "busy", f"{cold} s", "warm s",
              f"{cold} tput ÷ dd cold read tput", "warm tput ÷ dd page-cache read tput"],
             restore_rows,
         ),
@@ -139,6 +157,10 @@ How to read this:
   into preallocated memory (numpy `copyto`, one thread; torch `copy_`): the floor of a
   snapshot; 1.0 is the floor. "torch clone
   (allocating)" shows what a snapshot into freshly allocated memory pays (page faults).
+- **first save**: each method's `prepare` runs once per state before its first repetition,
+  untimed, as a training job would after building its model (unbroken async: its snapshot
+  buffer allocated and faulted in, what `unbroken.init` does after a restore); its time is
+  listed above the Save table. Every repetition's save, the first included, is in the medians.
 - **durable save**: until every file and the staging directory are fsynced, the directory is
   renamed into place and the parent fsynced (the same commit for every method).
   **save tput ÷ dd fsync tput**: fraction of `dd bs=16M conv=fsync` throughput of random
@@ -150,14 +172,18 @@ How to read this:
   the save): near zero when the method really wrote everything out; "–" where not recorded.
 - **restore**: load and copy into preallocated tensors of the same names (what
   `load_state_dict` does; `dcp.load` fills them in place); every restore is verified
-  (untimed). **cold**: after `sync; echo 3 > /proc/sys/vm/drop_caches`. Cold restore is
+  (untimed). **cold**: after an untimed read of the same files, then
+  `sync; echo 3 > /proc/sys/vm/drop_caches` (the dd cold reads likewise: on this virtual disk
+  the time since the bytes were last read changes a cold read by up to 4x). Cold restore is
   compared with the fastest cold dd read (`iflag=direct`, 4 parallel `iflag=direct`, buffered).
 - Every limit is the best of 2 tries within a repetition (single dd runs on this shared
   machine vary 2x or more). Ratios are computed per repetition against the limits of the
   same repetition, then the median is taken (so a ratio need not equal the ratio of the
   medians shown).
 - `dcp.async_save` (both executors) writes the same files as `dcp.save`; their restore is the
-  `dcp.save → dcp.load` row. `dcp.async_save(process)` needs a process group (gloo, world
+  `dcp.save → dcp.load` row.
+- **busy**: the number of CPU-bound helper processes that ran beside the measurement
+  (`--busy N`, the loaded variant; 0: none of ours, other users' work may still run). `dcp.async_save(process)` needs a process group (gloo, world
   size 1, `file://` store); its writer process is spawned once during setup (see below).
 """
 
@@ -172,11 +198,11 @@ def write_report(out: Path, data: dict) -> None:
     by_size: dict[float, list[dict]] = defaultdict(list)
     for entry in data["runs"]:
         by_size[entry["size_gib"]].append(entry)
-    sections = [size_report(size, entries, data["cold_cache_ok"]) for size, entries in by_size.items()]
+    sections = [size_report(size, entries, data["cold_cache_ok"], data.get("busy", 0)) for size, entries in by_size.items()]
     cold_line = "" if data["cold_cache_ok"] else "\n**drop_caches failed: 'cold' restores are NOT cold.**\n"
     text = "\n".join([
         "# Checkpoint benchmark", "", f"`{data['command']}` — {data['reps']} repetition(s), medians; tensors on {data.get('device', 'cpu')}.",
-        cold_line, "## Machine", "", machine, "", NOTES, "### Methods", "", setup, "",
+        load_line(data), "", cold_line, "## Machine", "", machine, "", NOTES, "### Methods", "", setup, "",
         data["unbroken_status"], "", *sections,
     ])  # fmt: skip
     (out / "results.md").write_text(text)

@@ -2,7 +2,8 @@
 beside cold ``dd`` reads of the same file and safetensors, in the same repetitions.
 
 Saves 1 GiB of float32 (``--layout few|many``) with ``unbroken.checkpoint.files``, then per
-repetition (order shuffled, page cache dropped before each cold read): ``dd`` buffered and
+repetition (order shuffled; before each cold read the file is read untimed and the page cache dropped,
+so every cold read starts in the same state): ``dd`` buffered and
 ``iflag=direct`` reads of the tensor file, ``files.load`` cold and warm with the time spent in
 ``read_pieces`` and ``fill`` (the reader's two passes), and ``safetensors.load_file`` + copy.
 Medians and every value are printed; the machine is shared and noisy, so compare within a run.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from bench_utils import dd, drop_caches
+from bench_utils import cold_after_reading, dd
 
 
 def instrument(reader_module: object, spent: dict[str, float]) -> None:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def load(cold: bool) -> None:
         if cold:
-            drop_caches()
+            cold_after_reading(tensors)
         spent.clear()
         t0 = time.perf_counter()
         files.load(path, into=dict(like))
@@ -82,14 +83,14 @@ def main(argv: list[str] | None = None) -> None:
             results.setdefault(f"  {label}: {name}", []).append(seconds)
 
     def safetensors_cold() -> None:
-        drop_caches()
+        cold_after_reading(tensors)
         t0 = time.perf_counter()
         for k, v in load_file(str(tensors)).items():
             like[k].copy_(v)
         results.setdefault("safetensors.load_file cold", []).append(time.perf_counter() - t0)
 
     def dd_cold(*flags: str) -> None:
-        drop_caches()
+        cold_after_reading(tensors)
         results.setdefault(f"dd read cold {' '.join(flags) or 'buffered'}", []).append(
             dd(f"if={tensors}", "of=/dev/null", *flags))
 
