@@ -50,8 +50,8 @@ class Events:
         for line in self.proc.stdout:
             if self._log is not None:
                 self._log.write(line)
-            if line.startswith("BENCH "):
-                event = json.loads(line[6:])
+            event = _parse(line)
+            if event is not None:
                 event["t_seen"] = time.time()
                 self._queue.put(event)
         self._queue.put(None)
@@ -116,3 +116,15 @@ def interpreter_start(runs: int = 5) -> float:
                              text=True, check=True).stdout
         times.append(float(out) - t0)
     return sorted(times)[len(times) // 2]
+
+
+def _parse(line: str) -> dict | None:
+    """The event of a ``BENCH`` line, or None. A process SIGKILLed in the middle of a line leaves it
+    unterminated, and the next process's first line continues it: the last ``BENCH `` on a line counts."""
+    start = line.rfind("BENCH ")
+    if start < 0:
+        return None
+    try:
+        return json.loads(line[start + 6:])
+    except ValueError:
+        return None  # a line cut by the kill itself
