@@ -24,9 +24,8 @@ library settles on other names):
   reusable page-aligned host buffer) with a handle whose ``wait()`` returns once the
   checkpoint is committed (and raises what the writer raised). The background writer uses
   direct I/O, one fsync, and the same commit as a run (manifest last, atomic rename).
-- ``Saver.prepare(state)`` through the saver ``files`` keeps for the parent folder
-  (``files._saver_for``; a public ``files.prepare`` is used instead once it exists): the
-  snapshot buffer is faulted in before the first timed save, as ``unbroken.init`` does.
+- ``prepare(state, path)``: the snapshot buffer is faulted in before the first timed save, as
+  ``unbroken.init`` does (untimed).
 - ``load(path, into)``: verify and restore a checkpoint straight into the tensors of the dict
   ``into`` (in place; a corrupt file leaves them untouched).
 
@@ -76,13 +75,7 @@ class UnbrokenMethod(CheckpointMethod):
         (``Saver.prepare``: allocated and faulted in off the training thread), and waits for it."""
         if self.blocking:
             return
-        prepare = getattr(self.api, "prepare", None)
-        if callable(prepare):  # a public files.prepare(state, path), once the library offers one
-            prepare(dict(state), path)
-            return
-        saver = self.api._saver_for(Path(path).absolute().parent)  # type: ignore[attr-defined]
-        saver.prepare(self.api._as_state(dict(state)))  # type: ignore[attr-defined]
-        saver._snapshots._collect_reserved()  # the harness measures nothing while it faults memory in
+        self.api.prepare(dict(state), path)  # type: ignore[attr-defined]  # blocks until faulted in
 
     def save(self, state: State, path: Path) -> None:
         self.wait()

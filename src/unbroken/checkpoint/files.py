@@ -8,6 +8,7 @@ background writer, in-place verified restore) with a directory of their choosing
     handle = save({"w": w, "b": b}, "ckpts/step-100", blocking=False)  # returns after a snapshot
     ...                                                                # training goes on
     handle.wait()                                                      # committed
+    prepare(state, "ckpts/step-200")   # optional: fault the snapshot buffer in before the first async save
     load("ckpts/step-100", into={"w": w, "b": b})                       # fills w and b in place
 
 ``path`` becomes a committed checkpoint (manifest written last, atomic rename) of the store
@@ -47,6 +48,13 @@ def save(state: State | Mapping[str, Any], path: str | os.PathLike[str], *, bloc
     path = Path(path).absolute()
     saver = _saver_for(path.parent)
     return saver.save(_as_state(state), steps_completed, metadata, wait=blocking, uuid=path.name)
+
+
+def prepare(state: State | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Allocate and fault in the snapshot buffer that non-blocking saves of ``state`` into ``path``'s
+    parent folder use, now (blocks until it is ready), so the first ``save(blocking=False)`` stalls
+    no longer than the later ones."""
+    _saver_for(Path(path).absolute().parent).prepare(_as_state(state), wait=True)
 
 
 def wait(path: str | os.PathLike[str] | None = None) -> None:
@@ -101,4 +109,4 @@ def _saver_for(root: Path) -> Saver:
         return saver
 
 
-__all__ = ["load", "release", "save", "wait"]
+__all__ = ["load", "prepare", "release", "save", "wait"]

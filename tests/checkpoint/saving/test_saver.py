@@ -463,3 +463,16 @@ def test_host_tensors_are_snapshotted_without_torch_copies(monkeypatch):
         value = tensors[entry.name]
         expected = value.tobytes() if isinstance(value, np.ndarray) else value.detach().contiguous().view(torch.uint8).numpy().tobytes()
         assert snap.image.array[a:b].tobytes() == expected, entry.name
+
+
+def test_files_prepare_readies_the_buffer_the_first_async_save_uses(tmp_path):
+    from unbroken.checkpoint import files
+
+    state = {"w": np.arange(1 << 16, dtype=np.float32)}
+    files.prepare(state, tmp_path / "a")
+    saver = files._saver_for(tmp_path)
+    ready = saver.buffer_bytes
+    assert ready >= state["w"].nbytes  # allocated and faulted in before any save
+    files.save(state, tmp_path / "a", blocking=False).wait()
+    assert saver.buffer_bytes == ready  # the save used that buffer, no new one
+    files.release(tmp_path / "a")

@@ -97,8 +97,8 @@ class Snapshotter:
 
     @property
     def buffer_bytes(self) -> int:
-        """Size of the host buffer held between saves (0 before the first snapshot)."""
-        return self._buffer.capacity if self._buffer is not None else 0
+        """Size of the host buffers held between saves: the one in use and one reserved ahead (0 before either)."""
+        return sum(b.capacity for b in (self._buffer, self._reserved) if b is not None)
 
     def release(self) -> None:
         """Drop the buffer (the next snapshot allocates a new one)."""
@@ -128,6 +128,10 @@ class Snapshotter:
 
         self._reserving = threading.Thread(target=allocate, name="unbroken-reserve", daemon=True)
         self._reserving.start()
+
+    def wait_reserved(self) -> None:
+        """Block until the buffer of the last :meth:`reserve` is ready (any thread that owns this snapshotter)."""
+        self._collect_reserved()
 
     def _collect_reserved(self) -> None:
         if self._reserving is not None:

@@ -89,11 +89,14 @@ class Saver:
         self._writer.start(handle, lambda: self._persist_snapshot(handle, snapshot, metadata, lineage))
         return handle
 
-    def prepare(self, state: State) -> None:
+    def prepare(self, state: State, *, wait: bool = False) -> None:
         """Get the snapshot buffer for ``state`` ready on a background thread (call it early, e.g.
-        after a restore), so the first asynchronous save does not stall on allocating it."""
+        after a restore), so the first asynchronous save does not stall on allocating it; with
+        ``wait``, block until it is ready."""
         _tree, tensors, _used_pickle = statefile.capture(state)
         self._snapshots.reserve(tensors)
+        if wait:
+            self._snapshots.wait_reserved()
 
     def check(self) -> None:
         """Raise BackgroundSaveError if a background save failed and nobody was told yet."""
