@@ -36,7 +36,7 @@ def test_the_checkpoint_package_and_the_path_api():
     assert set(unbroken.checkpoint.__all__) == {
         "CheckpointStore", "FileEntry", "Manifest", "PendingCheckpoint", "RetentionPolicy", "State",
         "keep_all", "keep_best", "keep_every", "keep_latest"}
-    assert set(unbroken.checkpoint.files.__all__) == {"load", "release", "save", "wait"}
+    assert set(unbroken.checkpoint.files.__all__) == {"load", "prepare", "release", "save", "wait"}
 
 
 def test_importing_unbroken_imports_neither_torch_nor_the_cli():

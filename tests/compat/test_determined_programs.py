@@ -85,12 +85,13 @@ def test_distributed_trial_stores_one_checkpoint_from_every_rank_and_stops_toget
     assert sup.wait(timeout=90) == EXIT_PREEMPTED, out.read_text()
     stopped_at = show(home, "det-ddp")["trial"]["latest_checkpoint_steps"]
     assert 10 <= stopped_at < 40
+    out = tmp_path / "out-2.log"
     sup = supervise(home, run_args, program("det_distributed.py"), out)
     assert sup.wait(timeout=120) == 0, out.read_text()
     text = out.read_text()
     assert "rank 0 final x=120" in text and "rank 1 final x=240" in text  # 40 batches of +3 and +6
     doc = show(home, "det-ddp")
-    assert [a["end_reason"] for a in doc["attempts"]] == ["preempted", "completed"]  # one attempt per group run
+    assert [a["end_reason"] for a in doc["attempts"]] == ["preempted", "completed"], text  # one per group run
     assert doc["attempts"][1]["restored_steps"] == stopped_at
     assert doc["metrics"]["training"]["x"]["value"] == 360
     for manifest in checkpoints(home, "det-ddp"):

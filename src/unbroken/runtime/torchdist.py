@@ -7,6 +7,7 @@ group. Object collectives pickle small Python values (ids, entries, flags): neve
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import os
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ class TorchDistributed:
             raise ConfigError("WORLD_SIZE > 1, but this torch has no torch.distributed")
         if not dist.is_initialized():
             dist.init_process_group(backend=_default_backend(), timeout=COLLECTIVE_TIMEOUT)
+            atexit.register(_destroy_at_exit)  # ours to end: a live gloo group at exit can abort the process
         rank, size = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get("LOCAL_RANK") or rank)
         group = None if str(dist.get_backend()) == "gloo" else dist.new_group(backend="gloo",
@@ -73,6 +75,18 @@ class TorchDistributed:
         import torch.distributed as dist  # noqa: PLC0415
 
         dist.barrier(group=self._group)
+
+
+def _destroy_at_exit() -> None:
+    """At interpreter exit: destroy the default group unbroken initialised (if the script did not).
+
+    Left to the C++ destructors, a gloo group's threads can end the process with "terminate called
+    without an active exception" (SIGABRT) after the training finished. Local, not a collective.
+    """
+    import torch.distributed as dist  # noqa: PLC0415
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _default_backend() -> str:
