@@ -17,8 +17,9 @@ from ...storage.fsio import storage_error
 from ..format import checksum
 from ..format import manifest as manifest_mod
 from ..format import tensorfile
-from ..format.manifest import FileEntry, Manifest
+from ..format.manifest import Manifest
 from ..format.tensorfile import Header, TensorEntry
+from ..io import reader
 from ..store import verify
 from .statefile import STATE_JSON, TENSORS_FILE
 
@@ -26,36 +27,18 @@ from .statefile import STATE_JSON, TENSORS_FILE
 Resolve = Callable[[str], Path]
 
 
-@dataclasses.dataclass(frozen=True)
-class Part:
-    """One tensor file that holds tensors of the checkpoint: its own (``user`` None, every tensor
-    taken) or a file of checkpoint ``uuid`` that checkpoint ``user`` refers to (``names`` taken)."""
-
-    directory: Path
-    uuid: str
-    entry: FileEntry
-    names: frozenset[str] | None = None
-    user: str | None = None
-
-    @property
-    def label(self) -> str:
-        if self.user is None:
-            return f"checkpoint {self.uuid}: file {self.entry.path}"
-        return f"checkpoint {self.user} uses file {self.entry.path} of checkpoint {self.uuid}"
-
-
 @dataclasses.dataclass
 class Source:
     """A part opened: descriptor, header (and its bytes), the tensors taken from it in file order."""
 
-    part: Part
+    part: reader.Source
     fd: int
     header: Header
     header_bytes: bytes
     taken: list[TensorEntry]
 
 
-def read_error(part: Part, exc: OSError) -> StorageError | CorruptCheckpoint:
+def read_error(part: reader.Source, exc: OSError) -> StorageError | CorruptCheckpoint:
     """A read error: StorageError for the checkpoint's own file; a referenced file that cannot be
     read makes the checkpoint unusable (CorruptCheckpoint, as the store's verification says)."""
     if part.user is None:
@@ -64,18 +47,18 @@ def read_error(part: Part, exc: OSError) -> StorageError | CorruptCheckpoint:
 
 
 
-def _parts(directory: Path, manifest: Manifest, resolve: Resolve | None) -> Iterator[Part]:
+def _parts(directory: Path, manifest: Manifest, resolve: Resolve | None) -> Iterator[reader.Source]:
     """The checkpoint's own tensor file, then each file it refers to (resolving lazily: a
     download happens only when that part is reached)."""
     own = {f.path: f for f in manifest.files}.get(TENSORS_FILE)
     if own is not None:
-        yield Part(Path(directory), manifest.uuid, own)
+        yield reader.Source(Path(directory), manifest.uuid, own)
     find = resolve or (lambda uuid: Path(directory).parent / uuid)
     for ref in manifest.refs:
         if ref.tensors:
-            with named_for(Part(Path(directory), ref.uuid, ref.entry, user=manifest.uuid)):
+            with named_for(reader.Source(Path(directory), ref.uuid, ref.entry, user=manifest.uuid)):
                 holder = Path(find(ref.uuid))
-            yield Part(holder, ref.uuid, ref.entry, frozenset(ref.tensors), manifest.uuid)
+            yield reader.Source(holder, ref.uuid, ref.entry, frozenset(ref.tensors), manifest.uuid)
 
 
 class opened_sources:
@@ -103,7 +86,7 @@ class opened_sources:
         self.sources = []
 
 
-def _open(part: Part, order: list[str]) -> Source:
+def _open(part: reader.Source, order: list[str]) -> Source:
     """Open a part (no links, size checked), check its holder still lists it, read its header."""
     if part.user is not None:
         _check_holder_lists(part)
@@ -130,7 +113,7 @@ def _open(part: Part, order: list[str]) -> Source:
         raise
 
 
-def _check_holder_lists(part: Part) -> None:
+def _check_holder_lists(part: reader.Source) -> None:
     """The referenced checkpoint's own manifest must list the file as the reference describes it."""
     try:
         data = verify.read_small_file(part.directory / MANIFEST_NAME, manifest_mod.MAX_MANIFEST_BYTES)
@@ -162,7 +145,7 @@ class named_for:
     that holds it; a referenced checkpoint that is gone is corrupt for its user (unless the user
     itself, in ``directory``, is gone: then CheckpointGone)."""
 
-    def __init__(self, part: Part, directory: Path | None = None):
+    def __init__(self, part: reader.Source, directory: Path | None = None):
         self.part, self.directory = part, directory
 
     def __enter__(self) -> None:
