@@ -135,6 +135,30 @@ def test_incremental_runs_write_only_what_changed_and_resume_bitwise(home):
         assert np.array_equal(restored.frozen, frozen) and np.all(restored.live == 4)
 
 
+def test_a_resumed_incremental_run_writes_only_what_changed_since_the_restore(home):
+    import numpy as np
+
+    from unbroken.tracking import Tracker
+
+    frozen = np.arange(1 << 16, dtype=np.float32)
+    with unbroken.init("inc-resume", home=home, incremental=True) as run:
+        state = unbroken.State(frozen=frozen.copy(), live=np.zeros(1 << 16, dtype=np.float32), rng=False)
+        run.save(state, 1)
+        trial_id = run.info.trial_id
+    with unbroken.init("inc-resume", home=home, incremental=True) as run:  # a restarted process
+        state = unbroken.State(frozen=np.zeros_like(frozen), live=np.zeros(1 << 16, dtype=np.float32), rng=False)
+        assert run.restore(state) == 1
+        state.live += 1
+        run.save(state, 2)
+    first, resumed = [p.value for p in Tracker(home / "unbroken.db").metrics(trial_id, group="checkpoint",
+                                                                             name="bytes_written")]
+    assert 0 < resumed < 0.6 * first  # the frozen half is referred to, not written again
+    with unbroken.init("inc-resume", home=home) as run:
+        restored = unbroken.State(frozen=np.zeros_like(frozen), live=np.zeros(1 << 16, dtype=np.float32), rng=False)
+        assert run.restore(restored) == 2
+        assert np.array_equal(restored.frozen, frozen) and np.all(restored.live == 1)
+
+
 def test_auto_interval_learns_from_the_trials_failures(home, caplog):
     import logging
 

@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from ..checkpoint import State
+from ..checkpoint.format.manifest import Manifest
 from ..checkpoint.io.writer import SaveHandle
 from ..checkpoint.saving import statefile
 from ..checkpoint.saving.saver import Saver
@@ -83,7 +84,7 @@ class StateLoop:
             self.checkpoint.store.mark_verified(manifest.uuid)
             self._last_save_steps = manifest.steps_completed
             self.checkpoint.record_restore(manifest)
-            self._prepare_saves(state)
+            self._prepare_saves(state, restored=manifest)
             return manifest.steps_completed
         log.info("unbroken: %s starts from scratch (no checkpoint)", self._label)
         self._prepare_saves(state)
@@ -136,10 +137,11 @@ class StateLoop:
             self._saver = Saver(self.checkpoint.store, on_committed=self._on_committed, incremental=self.incremental)
         return self._saver
 
-    def _prepare_saves(self, state: State) -> None:
-        """Fault in the snapshot buffer in the background now, not during the first save."""
+    def _prepare_saves(self, state: State, restored: Manifest | None = None) -> None:
+        """Fault in the snapshot buffer in the background now, not during the first save (and seed
+        it with the ``restored`` checkpoint, for incremental saves)."""
         try:
-            self._saves.prepare(state)
+            self._saves.prepare(state, restored=restored)
         except Exception as exc:  # noqa: BLE001 - an optimisation; the save itself reports real problems
             log.debug("unbroken: could not prepare the snapshot buffer: %s", exc)
 

@@ -209,3 +209,80 @@ def test_an_old_reader_refuses_a_manifest_with_references(store, monkeypatch):
     monkeypatch.setattr(manifest_mod, "READABLE_VERSION", manifest_mod.PLAIN_FORMAT_VERSION)
     with pytest.raises(UnsupportedFormatVersion):
         manifest_mod.parse(data)
+
+
+# -- after a restart: the restored checkpoint seeds the first save (resume.py) ---------------------
+
+def resumed(root: Path, uuid: str, n: int = 8) -> tuple[Saver, State]:
+    """A new process: a new store and saver, a State restored from ``uuid``, the saver prepared from it."""
+    store = fresh_store(root)
+    state = State(weights={k: np.zeros(N) for k in layers(0, n)}, rng=False)
+    manifest = store.manifest(uuid)
+    statefile.restore(state, store.local_path(uuid), manifest)
+    saver = Saver(store, incremental=True)
+    saver.prepare(state, wait=True, restored=manifest)
+    return saver, state
+
+
+def test_the_first_save_after_a_restore_refers_to_the_restored_files(store, root):
+    _saver, handles, _ = incremental_saves(store, layers(11), HALF, 1)
+    base = handles[0].wait()
+    saver, state = resumed(root, base.uuid)
+    train(state.weights, HALF, 0)
+    expected = {k: v.copy() for k, v in state.weights.items()}
+    first = saver.save(state, 2)
+    manifest = first.wait()
+    assert [(r.uuid, set(r.tensors)) for r in manifest.refs] == [(base.uuid, {f"weights/{n}" for n in HALF})]
+    assert 0.45 < first.bytes_written / first.nbytes < 0.55
+    restored = restore_into(root, manifest.uuid)
+    assert all(restored[k].tobytes() == v.tobytes() for k, v in expected.items())
+    train(state.weights, HALF, 1)
+    assert saver.save(state, 3).wait().refs == manifest.refs  # and the lineage goes on from there
+
+
+def test_resuming_an_incremental_checkpoint_refers_to_the_files_it_used(store, root):
+    weights = layers(12)
+    _saver, handles, _ = incremental_saves(store, weights, HALF, 2)
+    base, newest = handles[0].uuid, handles[1].wait()
+    saver, state = resumed(root, newest.uuid)
+    changed = "layer7"
+    state.weights[changed] += 1.0  # the others equal the restored checkpoint
+    manifest = saver.save(state, 3).wait()
+    used = {r.uuid: set(r.tensors) for r in manifest.refs}
+    assert used == {base: {f"weights/{n}" for n in HALF},  # flat: the file that holds the bytes
+                    newest.uuid: {f"weights/layer{i}" for i in range(4, 7)}}
+    restored = restore_into(root, manifest.uuid)
+    assert all(restored[k].tobytes() == v.tobytes() for k, v in state.weights.items())
+
+
+def test_a_restored_file_damaged_before_the_seed_makes_the_first_save_complete(store, root):
+    _saver, handles, _ = incremental_saves(store, layers(13), HALF, 1)
+    base = handles[0].wait()
+    reader = fresh_store(root)
+    state = State(weights={k: np.zeros(N) for k in layers(0)}, rng=False)
+    statefile.restore(state, reader.local_path(base.uuid), base)
+    flip_byte(root / base.uuid / statefile.TENSORS_FILE, 4096)  # after the restore read it
+    saver = Saver(reader, incremental=True)
+    saver.prepare(state, wait=True, restored=base)
+    first = saver.save(state, 2)
+    assert not first.wait().refs and first.bytes_written == first.nbytes
+
+
+def test_a_restored_checkpoint_deleted_before_the_first_save_is_not_referred_to(store, root):
+    _saver, handles, _ = incremental_saves(store, layers(14), HALF, 1)
+    base = handles[0].wait()
+    saver, state = resumed(root, base.uuid)
+    saver.store.delete(base.uuid)  # e.g. `unbroken gc` in another process, after the seed
+    manifest = saver.save(state, 2).wait()
+    assert not manifest.refs
+    restored = restore_into(root, manifest.uuid)
+    assert all(restored[k].tobytes() == v.tobytes() for k, v in state.weights.items())
+
+
+def test_a_seed_is_compared_only_for_a_state_of_the_same_layout(store, root):
+    _saver, handles, _ = incremental_saves(store, layers(15), HALF, 1)
+    base = handles[0].wait()
+    saver, state = resumed(root, base.uuid)
+    state.weights["extra"] = np.zeros(16)  # the layout changed after the restore
+    first = saver.save(state, 2)
+    assert not first.wait().refs and first.bytes_written == first.nbytes

@@ -16,8 +16,10 @@ loaded cores, 1 GiB in 388 tensors: 0.34-1.04 s with torch's 2 threads, 0.07 s w
 (numpy, or torch with 1 thread) -- a single thread already copies at memory speed.
 
 Change detection (incremental saves): with ``compare=True``, when the buffer still holds the
-previous snapshot in the same layout, each host tensor is first compared with its bytes there
-(8-byte words, stopping at the first differing chunk) and copied only if it differs. Equal
+previous snapshot in the same layout (or, before the first snapshot of a process, the bytes a
+restored checkpoint holds, put there by a seed: see :meth:`Snapshotter.reserve`), each host
+tensor is first compared with its bytes there (8-byte words, stopping at the first differing
+chunk) and copied only if it differs. Equal
 bytes cost a read of both (about what the copy would have cost), changed ones next to
 nothing more than the copy; the comparison is exact (no hash, no collisions). Tensors on a
 device, or not a plain contiguous block, are always treated as changed.
@@ -29,7 +31,7 @@ import dataclasses
 import json
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -94,6 +96,7 @@ class Snapshotter:
         self._reserving: threading.Thread | None = None
         self._reserved: HostBuffer | None = None
         self._layout: bytes | None = None  # header of the complete snapshot in _buffer, if any
+        self._reserved_layout: bytes | None = None  # header whose tensors a seed put in _reserved
 
     @property
     def buffer_bytes(self) -> int:
@@ -104,27 +107,36 @@ class Snapshotter:
         """Drop the buffer (the next snapshot allocates a new one)."""
         self._collect_reserved()
         self._buffer = self._reserved = None
-        self._layout = None
+        self._layout = self._reserved_layout = None
 
-    def reserve(self, tensors: dict[str, Any]) -> None:
+    def reserve(self, tensors: dict[str, Any], seed: Callable[[HostBuffer, Header], bool] | None = None) -> None:
         """Allocate and fault in, on a background thread, the buffer a snapshot of ``tensors`` needs.
 
         The first snapshot then finds its memory ready instead of paying for the page faults of
         a state-sized allocation while training waits. The next :meth:`take` waits for this.
+
+        ``seed(buffer, header)``, if given, runs on that thread afterwards and may put into the
+        buffer, at the places ``header`` gives them, the bytes of tensors as a checkpoint holds
+        them (a restore's); if it returns True, the next ``take(compare=True)`` compares with them
+        as with a previous snapshot. Tensors a seed did not fill compare with zeros: the caller
+        must only trust "unchanged" for the ones it filled. Not used for pinned (CUDA) buffers.
         """
         self._collect_reserved()
-        file_size = plan(tensors)[1].file_size
+        header_bytes, header = plan(tensors)
         pinned = _pinned(tensors)
-        if self._fits(self._buffer, file_size, pinned):
+        if self._fits(self._buffer, header.file_size, pinned):
             return
 
         def allocate() -> None:
+            self._reserved = self._reserved_layout = None
             try:
-                buffer = HostBuffer(_capacity_for(file_size), pinned=pinned)
+                buffer = HostBuffer(_capacity_for(header.file_size), pinned=pinned)
                 buffer.array.fill(0)  # fault every page in now (numpy releases the GIL)
-                self._reserved = buffer
             except Exception:  # noqa: BLE001 - only an optimisation: take() allocates if this failed
-                self._reserved = None
+                return
+            self._reserved = buffer
+            if seed is not None and not pinned and seed(buffer, header):
+                self._reserved_layout = header_bytes
 
         self._reserving = threading.Thread(target=allocate, name="unbroken-reserve", daemon=True)
         self._reserving.start()
@@ -186,10 +198,10 @@ class Snapshotter:
         if not self._fits(self._buffer, file_size, pinned):
             self._buffer, self._layout = None, None  # free the old one before allocating the new one
             if self._fits(self._reserved, file_size, pinned):
-                self._buffer = self._reserved
+                self._buffer, self._layout = self._reserved, self._reserved_layout
             else:
                 self._buffer = HostBuffer(_capacity_for(file_size), pinned=pinned)
-        self._reserved = None
+        self._reserved = self._reserved_layout = None
         return self._buffer
 
     @staticmethod

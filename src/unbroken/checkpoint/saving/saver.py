@@ -16,9 +16,10 @@ earlier checkpoints are untouched (the store commits atomically).
 
 Incremental saves (``incremental=True``, or ``UNBROKEN_INCREMENTAL=1``): an asynchronous save
 to local storage writes only the tensors whose bytes changed since the previous asynchronous
-save committed by this saver; the others are referred to in the files that hold them (see
-:mod:`.incremental`). Synchronous saves, uploads to object stores, the first save of a process,
-and the save after a failed one are always complete.
+save committed by this saver -- or, for the first save after ``prepare(state, restored=...)``,
+since the restored checkpoint (see :mod:`.resume`); the others are referred to in the files that
+hold them (see :mod:`.incremental`). Synchronous saves, uploads to object stores, the first save
+of a process that restored nothing, and the save after a failed one are always complete.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..io.writer import BackgroundWriter, SaveHandle
 from ..store.catalog import CheckpointStore
 from ..store.pending import PendingCheckpoint, check_metadata, check_steps
 from . import incremental as incremental_mod
+from . import resume
 from . import statefile
 from .state import State
 
@@ -53,6 +55,7 @@ class Saver:
         self._snapshots = Snapshotter()
         self._writer = BackgroundWriter()
         self._lineage: incremental_mod.Lineage | None = None  # of the last async commit; set by the writer
+        self._seeded: incremental_mod.Lineage | None = None  # of a restored checkpoint; set by the reserve thread
 
     # -- saving --------------------------------------------------------------------------------
     def save(self, state: State, steps_completed: int, metadata: dict[str, Any] | None = None, *,
@@ -70,7 +73,8 @@ class Saver:
         tree, tensors, used_pickle = statefile.capture(state)
         handle = SaveHandle(uuid or manifest_mod.new_uuid(), steps_completed)
         handle.started, handle.wait_s = t0, waited
-        lineage, self._lineage = self._lineage, None  # valid again only once this save commits
+        self._snapshots.wait_reserved()  # a seed of prepare() may still be reading
+        lineage, self._lineage, self._seeded = self._seeded or self._lineage, None, None  # valid again once committed
         if wait and self._writes_locally:
             pending = self.store.begin(steps_completed, metadata, uuid=handle.uuid)
             handle.manifest = self._persist(handle, pending, lambda path: statefile.write(path, tree, tensors, used_pickle))
@@ -89,12 +93,20 @@ class Saver:
         self._writer.start(handle, lambda: self._persist_snapshot(handle, snapshot, metadata, lineage))
         return handle
 
-    def prepare(self, state: State, *, wait: bool = False) -> None:
+    def prepare(self, state: State, *, wait: bool = False, restored: Manifest | None = None) -> None:
         """Get the snapshot buffer for ``state`` ready on a background thread (call it early, e.g.
         after a restore), so the first asynchronous save does not stall on allocating it; with
-        ``wait``, block until it is ready."""
+        ``wait``, block until it is ready.
+
+        ``restored``: the checkpoint of this store just restored into ``state``. With incremental
+        saves to local storage, its files are read into that buffer (see :mod:`.resume`) so the
+        first save writes only what changed since it. Training thread; blocks only with ``wait``.
+        """
         _tree, tensors, _used_pickle = statefile.capture(state)
-        self._snapshots.reserve(tensors)
+        seed = None
+        if restored is not None and self.incremental and self._writes_locally:
+            seed = resume.seeder(self.store, restored, tensors, functools.partial(setattr, self, "_seeded"))
+        self._snapshots.reserve(tensors, seed)
         if wait:
             self._snapshots.wait_reserved()
 
