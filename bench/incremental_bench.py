@@ -3,9 +3,11 @@
 A state of ``--size`` GiB of float32 in two layouts (few large / many small tensors); half of the
 tensors (by bytes) never change ("frozen"), the others change in place between saves, as an
 optimizer step changes them. For each mode (``Saver(incremental=False/True)``) it saves
-``--saves`` times asynchronously and reports, for the saves after the first (the first is always
-complete), the median bytes written per save, stall and durable save time, beside a
-single-threaded copy of the state into preallocated memory (the stall's floor).
+``--saves`` times asynchronously and reports, for the saves after the first (the first of a
+fresh run is complete), the median bytes written per save, stall and durable save time, beside a
+single-threaded copy of the state into preallocated memory (the stall's floor). A last row per
+layout is the first save of a restarted process: a new store and saver, the newest incremental
+checkpoint restored into a zeroed state, one optimizer step, one save.
 
     python bench/incremental_bench.py --size 1 --saves 4          # ~1 min on 2 cores
     python bench/incremental_bench.py --size 0.25 --saves 3       # quick
@@ -30,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from unbroken.checkpoint import CheckpointStore, State  # noqa: E402
+from unbroken.checkpoint.saving import statefile  # noqa: E402
 from unbroken.checkpoint.saving.saver import Saver  # noqa: E402
 from unbroken.storage import LocalStorage  # noqa: E402
 
@@ -70,11 +73,30 @@ def run_mode(tensors: dict, frozen: set[str], incremental: bool, saves: int, wor
             if name not in frozen:
                 value += 1e-3
     saver.release_buffer()
+    resumed = after_restart(root, tensors, frozen, saves + 1) if incremental else None
     shutil.rmtree(root, ignore_errors=True)
     later = rows[1:]
     return {"mode": "incremental" if incremental else "full",
             **{k: statistics.median(r[k] for r in later) for k in ("stall_s", "save_s", "bytes_written", "nbytes")},
-            "first": rows[0]}
+            "first": rows[0], "after_restart": resumed}
+
+
+def after_restart(root: Path, tensors: dict, frozen: set[str], step: int) -> dict:
+    """The first save of a new process that restored the newest checkpoint in ``root``."""
+    store = CheckpointStore(LocalStorage(root))
+    newest = store.list()[-1]
+    state = State(weights={k: np.zeros_like(v) for k, v in tensors.items()}, rng=False)
+    statefile.restore(state, store.local_path(newest.uuid), newest)
+    saver = Saver(store, incremental=True)
+    saver.prepare(state, wait=True, restored=newest)
+    for name, value in state.weights.items():
+        if name not in frozen:
+            value += 1e-3
+    handle = saver.save(state, step)
+    handle.wait()
+    saver.release_buffer()
+    return {"stall_s": handle.stall_s, "save_s": handle.save_s, "bytes_written": handle.bytes_written,
+            "nbytes": handle.nbytes}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,11 +121,16 @@ def main(argv: list[str] | None = None) -> None:
     print("| layout | mode | bytes written / save | of the state | stall (s) | stall / memcpy | durable save (s) |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['layout']} | {r['mode']} | {r['bytes_written'] / 2**20:.0f} MiB | "
-              f"{r['bytes_written'] / r['nbytes']:.2f} | {r['stall_s']:.3f} | {r['stall_s'] / r['memcpy_s']:.1f} | "
-              f"{r['save_s']:.3f} |")
+        print(_row(r["layout"], r["mode"], r, r["memcpy_s"]))
+        if r["after_restart"] is not None:
+            print(_row(r["layout"], "incremental, first save after a restart", r["after_restart"], r["memcpy_s"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+
+
+def _row(layout: str, mode: str, r: dict, memcpy: float) -> str:
+    return (f"| {layout} | {mode} | {r['bytes_written'] / 2**20:.0f} MiB | {r['bytes_written'] / r['nbytes']:.2f} | "
+            f"{r['stall_s']:.3f} | {r['stall_s'] / memcpy:.1f} | {r['save_s']:.3f} |")
 
 
 if __name__ == "__main__":
