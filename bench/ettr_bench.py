@@ -11,9 +11,12 @@ measured from its own start). Configurations:
 - ``torch.save + shell loop``: ``torch.save`` every N steps (temp file, fsync, rename) and
   ``while ! python train.py; do :; done``, what people write by hand.
 
-ETTR = (steps in the model at the end x the undisturbed step time) / wall time: the share of the
-wall time that went into training steps the final model keeps. The undisturbed step time is the
-fastest configuration's median time between consecutive steps of one process (the same for all). Scaled down:
+ETTR = steps in the model at the end / steps an undisturbed run makes in the same wall time: the
+share of the wall time that went into training steps the final model keeps. The undisturbed run
+(``reference``: the same script, no checkpoints, no kills) runs before and after the others and
+their mean is used, so a machine that gets slower or faster during the benchmark moves every
+configuration alike. The table also gives the older figure (final step x the fastest median step
+time / wall time), which counts every slow step on a shared machine as lost. Scaled down:
 real MTBFs are hours and restarts cost the same seconds, so absolute ETTRs here are far below
 production ones; the comparison between configurations is the point. One run per configuration,
 on a shared, noisy machine: differences of a few points are noise.
@@ -43,6 +46,10 @@ from bench_utils import fmt, markdown_table
 from child_events import Events, child_command, unbroken_command
 
 
+#: The configuration without checkpoints or kills; it runs first and last.
+REFERENCE = "reference: no checkpoints, no kills"
+
+
 def kill_times(seconds: float, mtbf: float, seed: int) -> list[float]:
     """Seconds after the start at which to kill: exponential gaps of mean ``mtbf``."""
     rng = np.random.default_rng(seed)
@@ -70,7 +77,11 @@ def commands(args: argparse.Namespace, work: Path) -> dict[str, list[str]]:
     every = ["--save-every", str(args.save_every)]
     loop = shlex.join(child_command("--mode", "baseline", "--dir", str(work / "baseline"), *every, *size))
     (work / "baseline").mkdir(parents=True)
+    reference = shlex.join(child_command("--mode", "baseline", "--dir", str(work / "reference"),
+                                         "--save-every", str(10**15), *size))
+    (work / "reference").mkdir(parents=True)
     return {
+        REFERENCE: ["bash", "-c", reference],
         f"unbroken, every {args.save_every} steps": unbroken_command(work / "fixed", "ettr", ["--policy", "steps", *every, *size]),
         "unbroken, auto_interval": unbroken_command(work / "auto", "ettr", ["--policy", "auto", "--mtbf-hint",
                                                                            str(args.mtbf), *size]),
@@ -105,28 +116,37 @@ def run_config(argv: list[str], seconds: float, kills: list[float], log: Path) -
             "steps_run": len(steps), "step_s": step_s}
 
 
-def add_ettr(results: dict[str, dict]) -> float | None:
-    """ETTR of every configuration against one undisturbed step time (the fastest median: the
-    same code runs in each, so a slower median is load on the machine, not a property of it)."""
-    medians = [r["step_s"] for r in results.values() if r["step_s"]]
-    ref = min(medians) if medians else None
+def add_ettr(results: dict[str, dict], references: list[dict]) -> tuple[float | None, float | None]:
+    """ETTR of every configuration against the undisturbed runs' steps per second (their mean),
+    and the older figure against one step time (the fastest median: the same code runs in each).
+    Returns ``(reference steps per second, fastest median step time)``."""
+    rates = [r["final_step"] / r["wall_s"] for r in references if r["wall_s"] > 0]
+    rate = statistics.mean(rates) if rates else None
+    medians = [r["step_s"] for r in [*results.values(), *references] if r["step_s"]]
+    fastest = min(medians) if medians else None
     for r in results.values():
-        r["ettr"] = r["final_step"] * ref / r["wall_s"] if ref else 0.0
-    return ref
+        r["ettr"] = r["final_step"] / (rate * r["wall_s"]) if rate else 0.0
+        r["ettr_median"] = r["final_step"] * fastest / r["wall_s"] if fastest else 0.0
+    return rate, fastest
 
 
 def report(data: dict) -> str:
-    rows = [[name, fmt(r["ettr"], 3), str(r["final_step"]), str(r["steps_run"]), fmt(r["step_s"], 4),
-             str(r["kills"]), str(r["starts"]), fmt(r["wall_s"], 1)] for name, r in data["results"].items()]
+    rows = [[name, fmt(r["ettr"], 3), fmt(r["ettr_median"], 3), str(r["final_step"]), str(r["steps_run"]),
+             fmt(r["step_s"], 4), str(r["kills"]), str(r["starts"]), fmt(r["wall_s"], 1)]
+            for name, r in data["results"].items()]
+    rows += [[f"{REFERENCE} ({when})", "1", "", str(r["final_step"]), str(r["steps_run"]), fmt(r["step_s"], 4),
+              "0", "1", fmt(r["wall_s"], 1)] for when, r in zip(("first", "last"), data["references"])]
     return "\n\n".join([
         "# ETTR under random SIGKILLs", f"`{data['command']}`",
         f"MLP {data['depth']} x {data['width']}² + Adam ({data['state_mib']:.0f} MiB of state); "
         f"kills at exponential gaps of mean {data['mtbf']:g} s (seed {data['seed']}, the same times for every "
         f"configuration); {data['seconds']:g} s per configuration; one run each (noisy machine: a few "
         "points of ETTR are noise).",
-        markdown_table(["configuration", "ETTR", "final step", "steps run (incl. redone)", "step s",
-                        "kills", "process starts", "wall s"], rows),
-        f"ETTR = final step x undisturbed step time ({fmt(data['step_s'], 4)} s, the fastest median) / wall "
+        markdown_table(["configuration", "ETTR", "ETTR (median step)", "final step", "steps run (incl. redone)",
+                        "step s (median)", "kills", "process starts", "wall s"], rows),
+        f"ETTR = final step / (undisturbed steps per second x wall time); the undisturbed rate "
+        f"({fmt(data['reference_rate'], 2)} steps/s) is the mean of the reference runs before and after. "
+        f"ETTR (median step) = final step x the fastest median step time ({fmt(data['step_s'], 4)} s) / wall "
         "time. Steps run beyond the final step were lost to kills and redone.",
     ]) + "\n"
 
@@ -144,16 +164,25 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ettr-", dir=args.out))
     kills = kill_times(args.seconds, args.mtbf, args.seed)
-    results = {}
+    results, references = {}, []
     try:
-        for name, argv_ in commands(args, work).items():
-            print(f"{name}: {len(kills)} kills in {args.seconds:g} s", file=sys.stderr, flush=True)
-            results[name] = run_config(argv_, args.seconds, kills, args.out / f"ettr-{len(results)}.log")
-            print(f"  {results[name]}", file=sys.stderr, flush=True)
+        configs = commands(args, work)
+        order = [REFERENCE, *(name for name in configs if name != REFERENCE), REFERENCE]
+        for number, name in enumerate(order):
+            reference = name == REFERENCE
+            print(f"{name}: {0 if reference else len(kills)} kills in {args.seconds:g} s", file=sys.stderr, flush=True)
+            figures = run_config(configs[name], args.seconds, [] if reference else kills,
+                                 args.out / f"ettr-{number}.log")
+            print(f"  {figures}", file=sys.stderr, flush=True)
+            if reference:
+                references.append(figures)
+            else:
+                results[name] = figures
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    step_s = add_ettr(results)
-    data = {"step_s": step_s, "command": " ".join(["python", *sys.argv]), "seconds": args.seconds, "mtbf": args.mtbf,
+    rate, step_s = add_ettr(results, references)
+    data = {"step_s": step_s, "reference_rate": rate, "references": references,
+            "command": " ".join(["python", *sys.argv]), "seconds": args.seconds, "mtbf": args.mtbf,
             "seed": args.seed, "width": args.width, "depth": args.depth,
             "state_mib": 3 * args.depth * (args.width ** 2 + args.width) * 4 / 2**20, "results": results}
     (args.out / "ettr.json").write_text(json.dumps(data, indent=1))
