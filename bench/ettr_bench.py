@@ -116,18 +116,22 @@ def run_config(argv: list[str], seconds: float, kills: list[float], log: Path) -
             "steps_run": len(steps), "step_s": step_s}
 
 
-def add_ettr(results: dict[str, dict], references: list[dict]) -> tuple[float | None, float | None]:
-    """ETTR of every configuration against the undisturbed runs' steps per second (their mean),
-    and the older figure against one step time (the fastest median: the same code runs in each).
-    Returns ``(reference steps per second, fastest median step time)``."""
+def add_ettr(results: dict[str, dict], references: list[dict]) -> tuple[list[float], float | None]:
+    """ETTR of every configuration (``results`` in the order they ran, between the reference runs)
+    against the undisturbed steps per second at its place in that order -- linear between the
+    reference run before and the one after, so a steady drift of the machine's speed moves every
+    configuration alike -- and the older figure against one step time (the fastest median: the
+    same code runs in each). Returns ``(reference steps per second, fastest median step time)``."""
     rates = [r["final_step"] / r["wall_s"] for r in references if r["wall_s"] > 0]
-    rate = statistics.mean(rates) if rates else None
     medians = [r["step_s"] for r in [*results.values(), *references] if r["step_s"]]
     fastest = min(medians) if medians else None
-    for r in results.values():
+    slots = len(results) + 1
+    for place, r in enumerate(results.values(), start=1):
+        rate = rates[0] + (rates[-1] - rates[0]) * place / slots if rates else None
+        r["reference_rate"] = rate
         r["ettr"] = r["final_step"] / (rate * r["wall_s"]) if rate else 0.0
         r["ettr_median"] = r["final_step"] * fastest / r["wall_s"] if fastest else 0.0
-    return rate, fastest
+    return rates, fastest
 
 
 def report(data: dict) -> str:
@@ -144,8 +148,9 @@ def report(data: dict) -> str:
         "points of ETTR are noise).",
         markdown_table(["configuration", "ETTR", "ETTR (median step)", "final step", "steps run (incl. redone)",
                         "step s (median)", "kills", "process starts", "wall s"], rows),
-        f"ETTR = final step / (undisturbed steps per second x wall time); the undisturbed rate "
-        f"({fmt(data['reference_rate'], 2)} steps/s) is the mean of the reference runs before and after. "
+        f"ETTR = final step / (undisturbed steps per second x wall time); the undisturbed rate is "
+        f"linear between the reference runs before and after ({' and '.join(fmt(x, 2) for x in data['reference_rates'])} "
+        "steps/s), by the configuration's place in the order they ran (the order of the table). "
         f"ETTR (median step) = final step x the fastest median step time ({fmt(data['step_s'], 4)} s) / wall "
         "time. Steps run beyond the final step were lost to kills and redone.",
     ]) + "\n"
@@ -180,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
                 results[name] = figures
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rate, step_s = add_ettr(results, references)
-    data = {"step_s": step_s, "reference_rate": rate, "references": references,
+    rates, step_s = add_ettr(results, references)
+    data = {"step_s": step_s, "reference_rates": rates, "references": references,
             "command": " ".join(["python", *sys.argv]), "seconds": args.seconds, "mtbf": args.mtbf,
             "seed": args.seed, "width": args.width, "depth": args.depth,
             "state_mib": 3 * args.depth * (args.width ** 2 + args.width) * 4 / 2**20, "results": results}
