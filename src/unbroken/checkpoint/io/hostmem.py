@@ -1,9 +1,13 @@
 """Page-aligned host memory for snapshots and restores, cheap to fault in, optionally pinned.
 
 A snapshot or a restore touches every byte of a large buffer once. With 4 KiB pages the
-first touch costs a page fault per page (1 GiB: 262,144 faults, about 1 GB/s on the machines
-measured); anonymous mappings advised for transparent huge pages fault 2 MiB at a time
-(about 6 GB/s). Buffers are page-aligned, so they can be written with ``O_DIRECT``.
+first touch costs a page fault per page (1 GiB: 262,144 faults, 0.39 s on the machine
+measured); anonymous mappings advised for transparent huge pages fault 2 MiB at a time (0.07 s
+per GiB there) -- except when free memory is fragmented (right after the page cache was dropped,
+or on a node whose memory is full of cache): with the kernel's default ``defrag=madvise`` the
+fault then compacts memory first (1 GiB once took 2.3 s right after ``drop_caches``, 0.07 s a
+moment later). That is why state-sized buffers are faulted in ahead, off the training thread,
+wherever a save needs one. Buffers are page-aligned, so they can be written with ``O_DIRECT``.
 
 ``pinned=True`` allocates page-locked memory through torch (``cudaHostAlloc``: also
 page-aligned) so that device-to-host copies run at full speed and asynchronously.

@@ -24,8 +24,9 @@ Alternatives measured or considered: reading into live tensors at once while bac
 previous contents up (the backup copy would overlap the disk wait and take pass 2 off the
 critical path, but needs a state-sized backup buffer whose page faults cost more than the copy
 on fresh processes -- built and measured: 1 GiB in 8 tensors, cold, median of 5, 0.97 s against
-0.40 s for these two passes, because a fresh huge-page buffer right after the page cache was
-dropped stalls in memory compaction, and 4 KiB pages fault at about 0.4 s per GiB); a staging buffer verified before copying (same copy, plus the state-sized
+0.40 s for these two passes: a fresh huge-page buffer faulted right after the page cache was
+dropped can stall in memory compaction (see :mod:`.hostmem`), and 4 KiB pages fault at about
+0.4 s per GiB); a staging buffer verified before copying (same copy, plus the state-sized
 buffer); reading into live tensors without a backup (leaves a corrupt checkpoint's bytes in the
 parameters whenever no older checkpoint overwrites them all). The second pass trusts that a
 committed checkpoint does not change while it is read
