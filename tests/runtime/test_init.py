@@ -159,6 +159,21 @@ def test_a_resumed_incremental_run_writes_only_what_changed_since_the_restore(ho
         assert np.array_equal(restored.frozen, frozen) and np.all(restored.live == 1)
 
 
+def test_auto_interval_starts_from_the_save_cost_an_earlier_attempt_measured(home):
+    import numpy as np
+
+    with unbroken.init("auto-cost", home=home) as run:
+        state = unbroken.State(w=np.zeros(1 << 16), rng=False)
+        run.save(state, 1, wait=True)
+    policy = unbroken.auto_interval(mtbf_hint=3600.0, cost_hint=50.0)
+    with unbroken.init("auto-cost", home=home, save=policy):
+        decision = policy.decision()
+    assert decision.cost_measured and decision.cost_s < 50.0  # the recorded stall, not the hint
+    fresh = unbroken.auto_interval(mtbf_hint=3600.0, cost_hint=50.0)
+    with unbroken.init("auto-cost-new", home=home, save=fresh):
+        assert not fresh.decision().cost_measured and fresh.decision().cost_s == 50.0
+
+
 def test_auto_interval_learns_from_the_trials_failures(home, caplog):
     import logging
 

@@ -120,7 +120,7 @@ def _compose(tracker, trial, paths, store, launch, lease, save, keep, preempt_si
     writer = MetricsWriter(tracker, trial.id, attempt.id)
     loop = make_loop(group, checkpoint, TrainContext(writer), preempt, save or DEFAULT_SAVE_POLICY, label=label,
                      incremental=incremental)
-    loop.observe_history(_history(tracker.attempts(trial.id), attempt.id))
+    loop.observe_history(_history(tracker.attempts(trial.id), attempt.id), _last_stall(tracker, trial.id, loop))
     return Run(info, checkpoint=checkpoint, preempt=loop.preempt, writer=writer, index=index, loop=loop,
                release=lease.release, exit_on_preempt=exit_on_preempt, distributed=group)
 
@@ -129,6 +129,15 @@ def _history(attempts, current_id: int) -> list[tuple[float, bool]]:
     """Earlier attempts of the trial as ``(seconds they ran, ended by a failure)``."""
     return [(max(0.0, (a.ended_at or a.started_at) - a.started_at), a.end_reason in ("crashed", "lost"))
             for a in attempts if a.id != current_id and a.ended_at is not None]
+
+
+def _last_stall(tracker, trial_id: int, loop) -> float | None:
+    """The stall of the last save this trial recorded (an earlier attempt's), for a self-tuning
+    interval: it then starts from a measured cost instead of its hint. None without one."""
+    if not loop.self_tuning:
+        return None
+    _steps, value = tracker.latest_metrics(trial_id).get("checkpoint", {}).get("stall_s", (0, None))
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _experiment_name(name: str | None, launch: LaunchEnv) -> str:

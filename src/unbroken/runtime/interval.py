@@ -7,7 +7,8 @@ estimates both as the run goes:
 
 * ``C``: the median of the last :data:`COST_WINDOW` measured costs (``observe_save``: the time
   training was blocked, the stall, for an asynchronous save); before the first measurement, the
-  ``cost_hint``.
+  ``cost_hint`` (``init`` passes the stall of the trial's last recorded save, so a restarted
+  attempt starts from its predecessor's measurement).
 * ``MTBF``: failures counted in this trial's attempt history (``observe_history``) and the
   seconds they covered, the current attempt's uptime included, with the user's ``mtbf_hint`` as
   a prior worth ``prior_weight`` failures: ``(exposure + w * hint) / (failures + w)``. With no

@@ -157,10 +157,18 @@ class StateLoop:
         self.train.report_metrics("checkpoint", handle.steps_completed, {
             "save_s": handle.save_s, "bytes": handle.nbytes, "bytes_written": handle.bytes_written})
 
-    def observe_history(self, attempts: list[tuple[float, bool]]) -> None:
-        """This trial's earlier attempts ``(seconds, ended by a failure)``, for a self-tuning interval."""
+    @property
+    def self_tuning(self) -> bool:
+        """Whether the save policy is (or contains) an :class:`auto_interval`."""
+        return bool(self._interval_policies())
+
+    def observe_history(self, attempts: list[tuple[float, bool]], last_stall_s: float | None = None) -> None:
+        """This trial's earlier attempts ``(seconds, ended by a failure)`` and the stall of the last save
+        an earlier attempt recorded (if any), for a self-tuning interval."""
         for policy in self._interval_policies():
             policy.observe_history(attempts)
+            if last_stall_s is not None:
+                policy.observe_save(last_stall_s)
             log.info("%s", policy.decision().log_line())
 
     def _interval_policies(self) -> list[auto_interval]:
