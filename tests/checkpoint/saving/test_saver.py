@@ -476,3 +476,17 @@ def test_files_prepare_readies_the_buffer_the_first_async_save_uses(tmp_path):
     files.save(state, tmp_path / "a", blocking=False).wait()
     assert saver.buffer_bytes == ready  # the save used that buffer, no new one
     files.release(tmp_path / "a")
+
+
+def test_every_saver_a_loop_may_hold_prepares_after_naming_the_restored_checkpoint(store):
+    from threadgroup import ThreadGroup
+
+    from unbroken.checkpoint.saving.sharded import ShardedSaver
+
+    state = State(w=np.zeros(1 << 16), rng=False)
+    manifest = Saver(store).save(state, 1).wait()
+    for saver in (Saver(store, incremental=True), ShardedSaver(store, ThreadGroup(1).rank(0))):
+        saver.prepare(state, restored=manifest)  # the loop's call (StateLoop._prepare_saves)
+        snapshots = saver._snapshots if isinstance(saver, Saver) else saver._snapshots["own"]
+        snapshots.wait_reserved()
+        assert snapshots._reserved is not None and snapshots._reserved.capacity >= 8 << 16

@@ -172,8 +172,10 @@ class ShardedSaver:
         if verdict is not None:
             raise CheckpointError(f"rank 0's last save failed: {verdict}")
 
-    def prepare(self, state: State) -> None:
-        """Get this rank's own snapshot buffer ready in the background (after a restore)."""
+    def prepare(self, state: State, *, restored: Manifest | None = None) -> None:
+        """Get this rank's own snapshot buffer ready in the background (after a restore).
+        ``restored`` is accepted for the surface of :meth:`Saver.prepare` and not used: sharded
+        saves are never incremental."""
         _tree, tensors, _pickle = statefile.capture(shards.parts_to_write(state, self.group.rank)[0][1])
         self._snapshots.setdefault("own", Snapshotter()).reserve(tensors)
 
