@@ -5,7 +5,6 @@ folder (verifiable, loadable, no references), every byte checked against the fil
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
