@@ -22,6 +22,8 @@ from torch.distributed.fsdp import fully_shard
 
 import unbroken
 from unbroken.checkpoint import dcp as udcp
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/, last: the shared helper, shadowing nothing
+from dcp_tensors import full  # noqa: E402
 from unbroken.checkpoint.dcp.writer import UnbrokenWriter
 
 
@@ -44,18 +46,6 @@ def train(model, opt, steps: range) -> None:
 def state(model, opt) -> dict:
     msd, osd = get_state_dict(model, opt)
     return {"model": msd, "optim": osd}
-
-
-def full(value, prefix: str = "") -> dict:
-    """Every tensor of a (nested) state dict, gathered to full size (a collective), keyed by its path."""
-    if isinstance(value, dict):
-        out = {}
-        for key, sub in value.items():
-            out.update(full(sub, f"{prefix}/{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, torch.Tensor):
-        return {prefix: (value.full_tensor() if hasattr(value, "full_tensor") else value).detach().clone()}
-    return {}
 
 
 def same(a: dict, b: dict) -> bool:
