@@ -133,7 +133,8 @@ def decode(node: Any, tensor_of: Callable[[str, str], Any], *, allow_pickle: boo
 
 
 def tensor_refs(tree: Any) -> dict[str, str]:
-    """The tensors a tree refers to: ``{key: kind}``. Raises CorruptCheckpoint for a malformed reference."""
+    """The tensors a tree refers to: ``{key: kind}``, in the order the encoder met them (depth first,
+    in order; a key first seen wins its place). Raises CorruptCheckpoint for a malformed reference."""
     found: dict[str, str] = {}
     stack = [tree]
     while stack:
@@ -141,11 +142,11 @@ def tensor_refs(tree: Any) -> dict[str, str]:
         if isinstance(node, dict):
             if "__tensor__" in node:
                 key, kind = _tensor_ref(node)
-                found[key] = kind
+                found.setdefault(key, kind)
             else:
-                stack.extend(node.values())
+                stack.extend(reversed(list(node.values())))
         elif isinstance(node, list):
-            stack.extend(node)
+            stack.extend(reversed(node))
     return found
 
 

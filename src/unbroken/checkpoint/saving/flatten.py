@@ -241,21 +241,9 @@ def _parse_tree(uuid: str, data: bytes | bytearray) -> Any:
 def _tensor_order(uuid: str, tree: Any) -> list[str]:
     """The tensor keys of a state tree in the order its encoder met them (depth first, in order)."""
     try:
-        codec.tensor_refs(tree)  # every reference well-formed
+        return list(codec.tensor_refs(tree))  # every reference well-formed
     except CorruptCheckpoint as exc:
         raise CorruptCheckpoint(f"checkpoint {uuid}: {STATE_JSON}: {exc}") from None
-    order: dict[str, None] = {}
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "__tensor__" in node:
-                order.setdefault(node["__tensor__"], None)
-            else:
-                stack.extend(reversed(list(node.values())))
-        elif isinstance(node, list):
-            stack.extend(reversed(node))
-    return list(order)
 
 
 def _rewritten(manifest: Manifest, files: list[FileEntry]) -> Manifest:
